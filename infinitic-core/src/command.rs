@@ -1,0 +1,144 @@
+//! Commands: what workflow code asks the world to do at each durable `.await`.
+
+use crate::{Payload, Position, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+use std::panic::Location;
+
+/// A durable operation requested by workflow code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Call a service method; completed by the method's outcome.
+    CallService {
+        /// Service name (trait name unless renamed).
+        service: Cow<'static, str>,
+        /// Method name.
+        method: Cow<'static, str>,
+        /// Encoded argument tuple.
+        args: Payload,
+    },
+    /// A durable timer; completed when it fires.
+    StartTimer {
+        /// When the timer fires.
+        fire_at: Timestamp,
+    },
+    /// Run a child workflow's method; completed by its result.
+    StartChild {
+        /// Workflow name.
+        workflow: Cow<'static, str>,
+        /// Method name.
+        method: Cow<'static, str>,
+        /// Encoded argument tuple.
+        args: Payload,
+    },
+}
+
+impl Command {
+    /// What replay compares: the kind and the target, not the arguments (so fixing how an
+    /// argument is computed does not break running instances).
+    pub fn signature(&self) -> CommandSignature {
+        match self {
+            Command::CallService {
+                service, method, ..
+            } => CommandSignature::CallService {
+                service: service.to_string(),
+                method: method.to_string(),
+            },
+            Command::StartTimer { .. } => CommandSignature::StartTimer,
+            Command::StartChild {
+                workflow, method, ..
+            } => CommandSignature::StartChild {
+                workflow: workflow.to_string(),
+                method: method.to_string(),
+            },
+        }
+    }
+
+    /// True when replay accepts `other` in place of `self`.
+    pub fn matches(&self, other: &Command) -> bool {
+        match (self, other) {
+            (
+                Command::CallService {
+                    service: s1,
+                    method: m1,
+                    ..
+                },
+                Command::CallService {
+                    service: s2,
+                    method: m2,
+                    ..
+                },
+            ) => s1 == s2 && m1 == m2,
+            (Command::StartTimer { .. }, Command::StartTimer { .. }) => true,
+            (
+                Command::StartChild {
+                    workflow: w1,
+                    method: m1,
+                    ..
+                },
+                Command::StartChild {
+                    workflow: w2,
+                    method: m2,
+                    ..
+                },
+            ) => w1 == w2 && m1 == m2,
+            _ => false,
+        }
+    }
+}
+
+/// The comparable part of a [`Command`], shown in non-determinism reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandSignature {
+    /// A call to `service::method`.
+    CallService {
+        /// Service name.
+        service: String,
+        /// Method name.
+        method: String,
+    },
+    /// A durable timer.
+    StartTimer,
+    /// A child workflow `workflow::method`.
+    StartChild {
+        /// Workflow name.
+        workflow: String,
+        /// Method name.
+        method: String,
+    },
+}
+
+impl fmt::Display for CommandSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandSignature::CallService { service, method } => {
+                write!(f, "call {service}::{method}")
+            }
+            CommandSignature::StartTimer => f.write_str("timer"),
+            CommandSignature::StartChild { workflow, method } => {
+                write!(f, "child workflow {workflow}::{method}")
+            }
+        }
+    }
+}
+
+/// A command with its position; what history records and what the engine emits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// Position within the method run.
+    pub position: Position,
+    /// The command.
+    pub command: Command,
+    /// Where in the workflow's source the command was created (not persisted).
+    #[serde(skip)]
+    pub location: Option<&'static Location<'static>>,
+}
+
+impl PartialEq for CommandRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.position == other.position && self.command == other.command
+    }
+}
+
+impl Eq for CommandRecord {}

@@ -1,0 +1,123 @@
+//! The ambient workflow context: the engine's per-instance state, reachable from workflow code
+//! only while the engine polls that instance.
+//!
+//! The state is moved into a thread-local for the duration of one poll and moved back out
+//! after, so durable futures hold plain data (they stay `Send`) and nothing is shared.
+
+use crate::rng::SplitMix64;
+use crate::{Command, CommandRecord, MethodRun, Position, StepOutcome, Timestamp, WorkflowId};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::panic::Location;
+
+/// Per-instance engine state that workflow code reads and writes through `workflow::*` and
+/// durable futures.
+#[derive(Debug)]
+pub(crate) struct EngineState {
+    pub(crate) workflow_id: WorkflowId,
+    pub(crate) run: MethodRun,
+    pub(crate) now: Timestamp,
+    pub(crate) rng: SplitMix64,
+    /// Position the next created command gets; every position below it is known.
+    pub(crate) next_position: Position,
+    /// Created and neither completed nor abandoned (dropped unfinished).
+    pub(crate) pending: BTreeMap<Position, ()>,
+    /// Completed, waiting for their future to take the outcome at its next poll.
+    pub(crate) ready: BTreeMap<Position, StepOutcome>,
+    /// Commands created during the current poll.
+    pub(crate) produced: Vec<CommandRecord>,
+}
+
+impl EngineState {
+    pub(crate) fn new(workflow_id: WorkflowId, run: MethodRun, now: Timestamp) -> Self {
+        let rng = SplitMix64::seeded(&[workflow_id.as_str().as_bytes(), &run.0.to_le_bytes()]);
+        Self {
+            workflow_id,
+            run,
+            now,
+            rng,
+            next_position: 0,
+            pending: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            produced: Vec::new(),
+        }
+    }
+
+    pub(crate) fn schedule(
+        &mut self,
+        command: Command,
+        location: &'static Location<'static>,
+    ) -> Position {
+        let position = self.next_position;
+        self.next_position += 1;
+        self.pending.insert(position, ());
+        self.produced.push(CommandRecord {
+            position,
+            command,
+            location: Some(location),
+        });
+        position
+    }
+
+    pub(crate) fn take_ready(&mut self, position: Position) -> Option<StepOutcome> {
+        self.ready.remove(&position)
+    }
+
+    /// A durable future was dropped before its outcome arrived (the loser of a select):
+    /// forget it, so a late outcome is ignored rather than kept forever.
+    pub(crate) fn abandon(&mut self, position: Position) {
+        self.pending.remove(&position);
+        self.ready.remove(&position);
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Box<EngineState>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the instance's state installed as the ambient context, then takes it back.
+/// `f` must not unwind (the engine wraps the poll in `catch_unwind`).
+pub(crate) fn enter<R>(state: Box<EngineState>, f: impl FnOnce() -> R) -> (Box<EngineState>, R) {
+    CURRENT.with(|current| {
+        let previous = current.borrow_mut().replace(state);
+        assert!(
+            previous.is_none(),
+            "a workflow instance was polled from inside another workflow instance"
+        );
+    });
+    let result = f();
+    let state = CURRENT
+        .with(|current| current.borrow_mut().take())
+        .expect("the engine state is installed for the whole poll");
+    (state, result)
+}
+
+/// Gives workflow code access to its instance's state.
+///
+/// # Panics
+/// Outside a running workflow (for example, awaiting a service stub in a plain `tokio::test`):
+/// durable operations only exist inside a workflow run by the engine or `WorkflowTester`.
+#[track_caller]
+pub(crate) fn with_state<R>(f: impl FnOnce(&mut EngineState) -> R) -> R {
+    CURRENT.with(|current| {
+        let mut current = current.borrow_mut();
+        match current.as_mut() {
+            Some(state) => f(state),
+            None => panic!(
+                "infinitic: a workflow operation (durable step, timer, workflow::now, ...) was \
+                 used outside a running workflow; run the workflow with a worker or WorkflowTester"
+            ),
+        }
+    })
+}
+
+/// Like [`with_state`], but does nothing outside a running workflow (used from `Drop`).
+pub(crate) fn try_with_state(f: impl FnOnce(&mut EngineState)) {
+    CURRENT.with(|current| {
+        if let Ok(mut current) = current.try_borrow_mut() {
+            if let Some(state) = current.as_mut() {
+                f(state);
+            }
+        }
+    });
+}

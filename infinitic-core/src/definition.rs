@@ -1,0 +1,135 @@
+//! What the macros implement: the type-erased entry points the engine and workers call.
+
+use crate::Payload;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A running workflow method, type-erased: resolves to the encoded return value, or to why it
+/// could not be encoded.
+pub type WorkflowFuture = Pin<Box<dyn Future<Output = Result<Payload, String>> + Send>>;
+
+/// A running service task, type-erased.
+pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Payload, TaskError>> + Send>>;
+
+/// A message could not be turned into a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// The target has no method of this name.
+    #[error("`{target}` has no method `{method}`")]
+    UnknownMethod {
+        /// Service or workflow name.
+        target: String,
+        /// The unknown method.
+        method: String,
+    },
+    /// The arguments do not decode as the method's parameter types.
+    #[error("arguments of `{target}::{method}` cannot be decoded: {reason}")]
+    BadArguments {
+        /// Service or workflow name.
+        target: String,
+        /// Method name.
+        method: String,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// Why one attempt at a service task did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// The method returned `Err(e)`; `error` is `e` encoded.
+    #[error("the service returned an error: {message}")]
+    Failed {
+        /// The encoded error.
+        error: Payload,
+        /// `e` rendered with `Debug`.
+        message: String,
+    },
+    /// The method panicked.
+    #[error("the service panicked: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The message could not be turned into a call (never retried: it cannot get better).
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    /// The method's result could not be encoded.
+    #[error("the service's result cannot be encoded: {reason}")]
+    BadResult {
+        /// The encoder's message.
+        reason: String,
+    },
+}
+
+impl TaskError {
+    /// Whether another attempt could succeed (errors and panics), as opposed to a message that
+    /// can never be served (dead-letter it).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, TaskError::Failed { .. } | TaskError::Panicked { .. })
+    }
+}
+
+/// A workflow implementation, as registered with a worker or `WorkflowTester`. Implemented by
+/// `#[workflow]` on an `impl` block.
+pub trait Workflow: Send + Sync + Sized + 'static {
+    /// The workflow's name (from its trait).
+    const NAME: &'static str;
+
+    /// Starts `method` with encoded `input` on this (fresh) instance of the implementation.
+    fn start(self, method: &str, input: &[u8]) -> Result<WorkflowFuture, DispatchError>;
+}
+
+/// A registered workflow, type-erased: makes a fresh implementation value per run.
+pub trait WorkflowDefinition: Send + Sync {
+    /// The workflow's name.
+    fn name(&self) -> &str;
+
+    /// Starts `method` with encoded `input` on a fresh implementation value.
+    fn start(&self, method: &str, input: &[u8]) -> Result<WorkflowFuture, DispatchError>;
+}
+
+/// A [`WorkflowDefinition`] from a constructor of the implementation.
+///
+/// ```ignore
+/// let definition = WorkflowFactory::new(Billing::default);
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkflowFactory<F> {
+    make: F,
+}
+
+impl<F> WorkflowFactory<F> {
+    /// A definition that calls `make` for every run.
+    pub fn new<W>(make: F) -> Self
+    where
+        F: Fn() -> W + Send + Sync,
+        W: Workflow,
+    {
+        Self { make }
+    }
+}
+
+impl<W: Workflow, F: Fn() -> W + Send + Sync> WorkflowDefinition for WorkflowFactory<F> {
+    fn name(&self) -> &str {
+        W::NAME
+    }
+
+    fn start(&self, method: &str, input: &[u8]) -> Result<WorkflowFuture, DispatchError> {
+        (self.make)().start(method, input)
+    }
+}
+
+/// A service implementation, as registered with a worker or `WorkflowTester`. Implemented by
+/// the `…Dispatcher` type that `#[service]` generates.
+pub trait Service: Send + Sync + 'static {
+    /// The service's name.
+    fn name(&self) -> &'static str;
+
+    /// Its method names.
+    fn methods(&self) -> &'static [&'static str];
+
+    /// Decodes `args` for `method`, calls the implementation and encodes its result. Never
+    /// panics: a panic in the implementation becomes [`TaskError::Panicked`].
+    fn dispatch(&self, method: &str, args: &[u8]) -> TaskFuture;
+}

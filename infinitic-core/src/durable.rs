@@ -1,0 +1,245 @@
+//! Durable futures: each `.await` on one of these is a checkpoint.
+//!
+//! On first poll a future schedules its command (getting the next position); afterwards it
+//! resolves once the engine has delivered the command's completion. Nothing here wakes a waker:
+//! the engine polls the instance after every event it applies.
+
+use crate::context::{try_with_state, with_state};
+use crate::{encode, Command, NoError, Payload, Position, StepError, StepOutcome, Timestamp};
+use serde::de::DeserializeOwned;
+use std::borrow::Cow;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::panic::Location;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The untyped durable step every typed future is built on.
+#[derive(Debug)]
+pub struct DurableStep {
+    state: StepState,
+    location: &'static Location<'static>,
+}
+
+#[derive(Debug)]
+enum StepState {
+    New(Command),
+    Waiting(Position),
+    Done,
+}
+
+impl DurableStep {
+    /// A step that will schedule `command` when first polled.
+    pub fn new(command: Command, location: &'static Location<'static>) -> Self {
+        Self {
+            state: StepState::New(command),
+            location,
+        }
+    }
+}
+
+impl Future for DurableStep {
+    type Output = StepOutcome;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<StepOutcome> {
+        let this = self.get_mut();
+        let position = match std::mem::replace(&mut this.state, StepState::Done) {
+            StepState::New(command) => with_state(|s| s.schedule(command, this.location)),
+            StepState::Waiting(position) => position,
+            StepState::Done => panic!("a durable step was polled after it completed"),
+        };
+        match with_state(|s| s.take_ready(position)) {
+            Some(outcome) => Poll::Ready(outcome),
+            None => {
+                this.state = StepState::Waiting(position);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for DurableStep {
+    fn drop(&mut self) {
+        if let StepState::Waiting(position) = self.state {
+            try_with_state(|s| s.abandon(position));
+        }
+    }
+}
+
+/// A call to a service method, built by a generated service stub. `.await` it inside a
+/// workflow to run the call as a durable step.
+///
+/// `T` is the method's success value and `E` its error type (`NoError` for methods that do not
+/// return `Result`).
+#[must_use = "a service call does nothing until it is awaited"]
+#[derive(Debug)]
+pub struct ServiceCall<T, E = NoError> {
+    service: &'static str,
+    method: &'static str,
+    args: Result<Payload, String>,
+    location: &'static Location<'static>,
+    _types: PhantomData<fn() -> (T, E)>,
+}
+
+impl<T, E> ServiceCall<T, E> {
+    /// Builds a call; generated stubs call this with `#[track_caller]` so the location is the
+    /// user's line.
+    #[track_caller]
+    pub fn new<A: serde::Serialize>(service: &'static str, method: &'static str, args: &A) -> Self {
+        Self {
+            service,
+            method,
+            args: encode(args).map_err(|e| e.to_string()),
+            location: Location::caller(),
+            _types: PhantomData,
+        }
+    }
+
+    /// The target service's name.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// The target method's name.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+}
+
+impl<T: DeserializeOwned, E: DeserializeOwned> IntoFuture for ServiceCall<T, E> {
+    type Output = Result<T, StepError<E>>;
+    type IntoFuture = TypedStep<T, E>;
+
+    fn into_future(self) -> TypedStep<T, E> {
+        let step = self.args.map(|args| {
+            DurableStep::new(
+                Command::CallService {
+                    service: Cow::Borrowed(self.service),
+                    method: Cow::Borrowed(self.method),
+                    args,
+                },
+                self.location,
+            )
+        });
+        TypedStep::new(step, self.service, self.method)
+    }
+}
+
+/// A call to a workflow method: `.await` it in a workflow to run a child workflow; give it to a
+/// client to start an instance. Built by a generated workflow stub.
+#[must_use = "a workflow call does nothing until it is awaited or started"]
+#[derive(Debug)]
+pub struct WorkflowCall<R> {
+    workflow: &'static str,
+    method: &'static str,
+    args: Result<Payload, String>,
+    location: &'static Location<'static>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> WorkflowCall<R> {
+    /// Builds a call; generated stubs call this with `#[track_caller]`.
+    #[track_caller]
+    pub fn new<A: serde::Serialize>(
+        workflow: &'static str,
+        method: &'static str,
+        args: &A,
+    ) -> Self {
+        Self {
+            workflow,
+            method,
+            args: encode(args).map_err(|e| e.to_string()),
+            location: Location::caller(),
+            _result: PhantomData,
+        }
+    }
+
+    /// The workflow's name.
+    pub fn workflow(&self) -> &'static str {
+        self.workflow
+    }
+
+    /// The method's name.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    /// The encoded arguments, or why they could not be encoded.
+    pub fn args(&self) -> Result<&Payload, &str> {
+        self.args.as_ref().map_err(String::as_str)
+    }
+}
+
+impl<R: DeserializeOwned> IntoFuture for WorkflowCall<R> {
+    type Output = Result<R, StepError<NoError>>;
+    type IntoFuture = TypedStep<R, NoError>;
+
+    fn into_future(self) -> TypedStep<R, NoError> {
+        let step = self.args.map(|args| {
+            DurableStep::new(
+                Command::StartChild {
+                    workflow: Cow::Borrowed(self.workflow),
+                    method: Cow::Borrowed(self.method),
+                    args,
+                },
+                self.location,
+            )
+        });
+        TypedStep::new(step, self.workflow, self.method)
+    }
+}
+
+/// A durable step that decodes its outcome into `Result<T, StepError<E>>`.
+#[derive(Debug)]
+pub struct TypedStep<T, E> {
+    step: Result<DurableStep, Option<String>>,
+    _types: PhantomData<fn() -> (T, E)>,
+}
+
+impl<T, E> TypedStep<T, E> {
+    fn new(step: Result<DurableStep, String>, target: &str, method: &str) -> Self {
+        let step = step.map_err(|e| Some(format!("cannot encode arguments of {target}::{method}: {e}")));
+        Self {
+            step,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned, E: DeserializeOwned> Future for TypedStep<T, E> {
+    type Output = Result<T, StepError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match &mut this.step {
+            Ok(step) => Pin::new(step).poll(cx).map(StepOutcome::into_typed),
+            Err(reason) => Poll::Ready(Err(StepError::Invalid {
+                reason: reason.take().unwrap_or_default(),
+            })),
+        }
+    }
+}
+
+/// A durable timer (see `workflow::sleep`). Resolves when the timer fires.
+#[must_use = "a timer does nothing until it is awaited"]
+#[derive(Debug)]
+pub struct Sleep {
+    step: DurableStep,
+}
+
+impl Sleep {
+    #[track_caller]
+    pub(crate) fn until(fire_at: Timestamp) -> Self {
+        Self {
+            step: DurableStep::new(Command::StartTimer { fire_at }, Location::caller()),
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.step).poll(cx).map(|_| ())
+    }
+}

@@ -1,0 +1,85 @@
+//! History: the ordered record of what a method run scheduled and what completed.
+
+use crate::{CommandRecord, MethodRun, Payload, Position, StepOutcome, Timestamp, WorkflowId};
+use serde::{Deserialize, Serialize};
+
+/// The completion of one durable command, fed to the engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The method run whose command completed.
+    pub run: MethodRun,
+    /// The command's position within that run.
+    pub position: Position,
+    /// When the engine applied it: the workflow clock (`workflow::now()`) moves to this.
+    pub at: Timestamp,
+    /// How the step ended.
+    pub outcome: StepOutcome,
+}
+
+/// One entry of a history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryEvent {
+    /// The code created this command.
+    Scheduled(CommandRecord),
+    /// This command completed, and the code ran on until it waited again.
+    Completed(Completion),
+}
+
+/// Everything needed to rebuild a method run's state by replaying its code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// The instance.
+    pub workflow_id: WorkflowId,
+    /// Workflow name.
+    pub workflow: String,
+    /// The method that started the run.
+    pub method: String,
+    /// Its encoded arguments.
+    pub input: Payload,
+    /// When it started (the workflow clock before any completion).
+    pub started_at: Timestamp,
+    /// Scheduled commands and completions, in the order they happened.
+    pub events: Vec<HistoryEvent>,
+}
+
+impl History {
+    /// An empty history for a run that starts now.
+    pub fn new(
+        workflow_id: WorkflowId,
+        workflow: impl Into<String>,
+        method: impl Into<String>,
+        input: Payload,
+        started_at: Timestamp,
+    ) -> Self {
+        Self {
+            workflow_id,
+            workflow: workflow.into(),
+            method: method.into(),
+            input,
+            started_at,
+            events: Vec::new(),
+        }
+    }
+
+    /// Appends commands the engine produced.
+    pub fn record_scheduled(&mut self, commands: &[CommandRecord]) {
+        self.events
+            .extend(commands.iter().cloned().map(HistoryEvent::Scheduled));
+    }
+
+    /// The scheduled commands, in order.
+    pub fn scheduled(&self) -> impl Iterator<Item = &CommandRecord> {
+        self.events.iter().filter_map(|e| match e {
+            HistoryEvent::Scheduled(r) => Some(r),
+            HistoryEvent::Completed(_) => None,
+        })
+    }
+
+    /// The completions, in order.
+    pub fn completions(&self) -> impl Iterator<Item = &Completion> {
+        self.events.iter().filter_map(|e| match e {
+            HistoryEvent::Completed(c) => Some(c),
+            HistoryEvent::Scheduled(_) => None,
+        })
+    }
+}

@@ -1,0 +1,44 @@
+//! The pure core of infinitic: ids, messages, history and the deterministic replay engine.
+//!
+//! Nothing here does I/O or depends on an async runtime: the engine is a function of the
+//! workflow code and the events it is fed, so it is tested as such.
+//!
+//! - [`WorkflowInstance`] is a live (sticky) method run: feed it one [`Completion`] at a time.
+//! - [`replay`] rebuilds an instance from its [`History`], checking determinism.
+//! - [`workflow`] is the API workflow code calls (clock, timers, randomness, parallelism).
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
+
+mod codec;
+mod command;
+mod context;
+mod definition;
+mod durable;
+mod engine;
+mod history;
+mod ids;
+pub mod message;
+mod outcome;
+mod panic;
+mod replay;
+mod rng;
+mod time;
+pub mod workflow;
+
+pub use codec::{decode, encode, CodecError, Payload};
+pub use command::{Command, CommandRecord, CommandSignature};
+pub use definition::{
+    DispatchError, Service, TaskError, TaskFuture, Workflow, WorkflowDefinition, WorkflowFactory,
+    WorkflowFuture,
+};
+pub use durable::{DurableStep, ServiceCall, Sleep, TypedStep, WorkflowCall};
+pub use engine::{
+    Applied, IgnoredReason, Mismatch, ParkReason, Progress, RejectedEvent, Start, Status,
+    WorkflowInstance,
+};
+pub use history::{Completion, History, HistoryEvent};
+pub use ids::{CommandId, MethodRun, Position, WorkflowId};
+pub use outcome::{NoError, StepError, StepOutcome};
+pub use panic::{panic_message, CatchUnwind};
+pub use replay::{replay, Replay};
+pub use time::Timestamp;

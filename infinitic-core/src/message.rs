@@ -1,0 +1,168 @@
+//! Versioned envelopes for everything that crosses a transport.
+//!
+//! Wire form: a magic byte, a protocol version byte, then the [`Message`] as MessagePack with
+//! field names (so fields can be added with defaults without breaking older readers). Decoding
+//! never panics: every failure is a [`DecodeError`].
+
+use crate::{CommandId, MethodRun, Payload, StepOutcome, Timestamp, WorkflowId};
+use serde::{Deserialize, Serialize};
+
+/// First byte of every envelope: rejects bytes that are not ours at once.
+pub const MAGIC: u8 = 0xB7;
+
+/// The protocol version this build writes and reads.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Everything workers, clients and engines say to each other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Start a method run on a workflow instance.
+    StartWorkflow {
+        /// Instance id.
+        workflow_id: WorkflowId,
+        /// Workflow name.
+        workflow: String,
+        /// Method name.
+        method: String,
+        /// Encoded arguments.
+        input: Payload,
+        /// Who waits for the result: the parent step, if this is a child workflow.
+        parent: Option<CommandId>,
+    },
+    /// Run one attempt of a service task.
+    ExecuteTask {
+        /// The command that requested it: the task's stable id.
+        task: CommandId,
+        /// Service name.
+        service: String,
+        /// Method name.
+        method: String,
+        /// Encoded arguments.
+        args: Payload,
+        /// Attempt number, from 1.
+        attempt: u32,
+    },
+    /// A command's outcome, for the workflow that issued it.
+    CommandCompleted {
+        /// The command.
+        command: CommandId,
+        /// How it ended.
+        outcome: StepOutcome,
+        /// When it ended.
+        at: Timestamp,
+    },
+    /// A method run ended.
+    WorkflowCompleted {
+        /// Instance id.
+        workflow_id: WorkflowId,
+        /// The run.
+        run: MethodRun,
+        /// Its encoded result, or why it has none.
+        outcome: StepOutcome,
+    },
+}
+
+/// Bytes that are not a message this build can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// No bytes at all.
+    #[error("empty message")]
+    Empty,
+    /// The first byte is not [`MAGIC`]: not an infinitic message.
+    #[error("not an infinitic message (first byte {0:#04x})")]
+    NotAnEnvelope(u8),
+    /// Written by a protocol version this build does not read.
+    #[error("unsupported protocol version {found} (this build reads {supported})")]
+    UnsupportedVersion {
+        /// The message's version.
+        found: u8,
+        /// The version this build reads.
+        supported: u8,
+    },
+    /// The body does not decode.
+    #[error("malformed message body: {0}")]
+    Malformed(String),
+}
+
+/// Encodes a message into its envelope.
+///
+/// ```
+/// use infinitic_core::message::{decode_message, encode_message, Message};
+/// use infinitic_core::{CommandId, MethodRun, StepOutcome, Timestamp, WorkflowId};
+/// let msg = Message::CommandCompleted {
+///     command: CommandId::new(WorkflowId::new("wf"), MethodRun(0), 0),
+///     outcome: StepOutcome::Completed(vec![]),
+///     at: Timestamp::from_millis(5),
+/// };
+/// assert_eq!(decode_message(&encode_message(&msg)).unwrap(), msg);
+/// ```
+pub fn encode_message(message: &Message) -> Vec<u8> {
+    let mut bytes = vec![MAGIC, PROTOCOL_VERSION];
+    // Writing into a Vec cannot fail and every field type serializes.
+    rmp_serde::encode::write_named(&mut bytes, message)
+        .expect("messages always encode into memory");
+    bytes
+}
+
+/// Decodes an envelope.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
+    match bytes {
+        [] => Err(DecodeError::Empty),
+        [magic, ..] if *magic != MAGIC => Err(DecodeError::NotAnEnvelope(*magic)),
+        [_] => Err(DecodeError::Malformed("no version byte".into())),
+        [_, version, ..] if *version != PROTOCOL_VERSION => Err(DecodeError::UnsupportedVersion {
+            found: *version,
+            supported: PROTOCOL_VERSION,
+        }),
+        [_, _, body @ ..] => {
+            rmp_serde::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Message {
+        Message::ExecuteTask {
+            task: CommandId::new(WorkflowId::new("wf-1"), MethodRun(0), 7),
+            service: "PaymentService".into(),
+            method: "request".into(),
+            args: crate::encode(&(42u64, 1999u64)).unwrap(),
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let msg = sample();
+        assert_eq!(decode_message(&encode_message(&msg)), Ok(msg));
+    }
+
+    #[test]
+    fn every_truncation_is_a_typed_error() {
+        let bytes = encode_message(&sample());
+        for len in 0..bytes.len() {
+            assert!(decode_message(&bytes[..len]).is_err(), "prefix of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn foreign_and_future_bytes_are_rejected_with_reason() {
+        assert_eq!(decode_message(b"{\"json\":1}"), Err(DecodeError::NotAnEnvelope(b'{')));
+        let mut bytes = encode_message(&sample());
+        bytes[1] = 9;
+        assert_eq!(
+            decode_message(&bytes),
+            Err(DecodeError::UnsupportedVersion {
+                found: 9,
+                supported: PROTOCOL_VERSION
+            })
+        );
+        assert!(matches!(
+            decode_message(&[MAGIC, PROTOCOL_VERSION, 0xc1]),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+}
