@@ -1,1 +1,183 @@
-//! placeholder
+//! # infinitic
+//!
+//! Durable, event-driven orchestration of business processes as ordinary async Rust.
+//!
+//! A **service** is a trait of `async fn` methods; `#[service]` turns it into a stub that
+//! workflows call (each call a durable step) and a dispatcher that workers run. A **workflow** is
+//! a trait plus an implementation whose body is replayed from its history after any crash, so
+//! `#[workflow]` also checks at compile time that the body is deterministic.
+//!
+//! ```
+//! use infinitic::prelude::*;
+//!
+//! #[service]
+//! pub trait Greeter {
+//!     async fn greet(&self, name: String) -> String;
+//! }
+//!
+//! #[workflow]
+//! pub trait Hello {
+//!     async fn run(&self, name: String) -> String;
+//! }
+//!
+//! #[derive(Default)]
+//! pub struct HelloImpl {
+//!     greeter: GreeterStub,
+//! }
+//!
+//! #[workflow]
+//! impl Hello for HelloImpl {
+//!     async fn run(&self, name: String) -> String {
+//!         workflow::sleep(std::time::Duration::from_secs(60)).await; // durable timer
+//!         match self.greeter.greet(name).await {                     // durable step
+//!             Ok(greeting) => greeting,
+//!             Err(failure) => format!("no greeting: {failure}"),
+//!         }
+//!     }
+//! }
+//!
+//! struct English;
+//! impl Greeter for English {
+//!     async fn greet(&self, name: String) -> String {
+//!         format!("Hello, {name}!")
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let run = WorkflowTester::new()
+//!     .service(GreeterDispatcher::new(English))
+//!     .run(HelloImpl::default, HelloStub.run("Ada".into()))
+//!     .await
+//!     .unwrap();
+//! assert_eq!(run.output, "Hello, Ada!");
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub use infinitic_core::{
+    message, replay, workflow, CommandId, Completion, History, HistoryEvent, MethodRun, NoError,
+    ParkReason, ServiceCall, Status, StepError, StepOutcome, Timestamp, WorkflowCall,
+    WorkflowDefinition, WorkflowFactory, WorkflowId, WorkflowInstance,
+};
+pub use infinitic_runtime::tester::{TestRun, TesterError, WorkflowTester};
+
+/// Turns a trait of `async fn` methods into a service.
+///
+/// Generates, next to the trait:
+/// - `{Trait}Stub`, used in workflows: `stub.method(args).await` is a durable step that yields
+///   `Result<T, StepError<E>>` (for a method returning `Result<T, E>`; `StepError<NoError>` for
+///   a method returning a plain `T`), so `?` and `match` work;
+/// - `{Trait}Dispatcher<S>`, used by workers: decodes a call, runs it on your implementation,
+///   encodes the result; a panic becomes a failure.
+///
+/// The service's name is the trait's name; `#[service(name = "Payments")]` overrides it (keep the
+/// old name when renaming the trait so running workflows still reach it).
+///
+/// Methods must be `async fn(&self, args..) -> R` with owned, serde-serializable arguments and
+/// result, and no generics.
+pub use infinitic_macros::service;
+
+/// Declares a workflow (on a trait) or registers its implementation (on the impl).
+///
+/// On the trait it generates `{Trait}Stub`, whose methods build [`WorkflowCall`]s for clients
+/// and parent workflows. On the impl it checks every method body for what cannot be replayed
+/// (wall clock, sleeping, spawning, randomness, environment, file and network I/O,
+/// `HashMap`/`HashSet`, `select!`) and points at the workflow-safe alternative. A reviewed
+/// exception is marked on a statement or method with `#[allow_nondeterministic("why")]`.
+pub use infinitic_macros::workflow;
+
+/// Everything a workflow or service author needs in scope.
+pub mod prelude {
+    pub use crate::{
+        service, workflow, workflow::Either, NoError, StepError, WorkflowFactory, WorkflowTester,
+    };
+}
+
+/// Support for generated code: not a public API, may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use infinitic_core::{
+        decode, DispatchError, NoError, Service, ServiceCall, TaskError, TaskFuture, Workflow,
+        WorkflowCall, WorkflowFuture,
+    };
+    pub use std::boxed::Box;
+    pub use std::sync::Arc;
+
+    use infinitic_core::{encode, CatchUnwind, CodecError, Payload};
+    use serde::{de::DeserializeOwned, Serialize};
+    use std::future::Future;
+
+    /// Compile-time check that a type can travel as a message.
+    pub fn assert_message<T: Serialize + DeserializeOwned + Send + 'static>() {}
+
+    /// A task future that fails at once.
+    pub fn ready_error(error: TaskError) -> TaskFuture {
+        Box::pin(std::future::ready(Err(error)))
+    }
+
+    /// Dispatcher answer for a method the service does not have.
+    pub fn unknown_method(service: &str, method: &str) -> TaskFuture {
+        ready_error(unknown_workflow_method(service, method).into())
+    }
+
+    /// Dispatcher answer for undecodable arguments.
+    pub fn bad_arguments(service: &str, method: &str, e: CodecError) -> TaskFuture {
+        ready_error(bad_workflow_arguments(service, method, e).into())
+    }
+
+    /// The error for a method the target does not have.
+    pub fn unknown_workflow_method(target: &str, method: &str) -> DispatchError {
+        DispatchError::UnknownMethod {
+            target: target.to_string(),
+            method: method.to_string(),
+        }
+    }
+
+    /// The error for arguments that do not decode.
+    pub fn bad_workflow_arguments(target: &str, method: &str, e: CodecError) -> DispatchError {
+        DispatchError::BadArguments {
+            target: target.to_string(),
+            method: method.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Runs a service call, turning a panic into [`TaskError::Panicked`].
+    pub fn guard_task<F>(call: F) -> TaskFuture
+    where
+        F: Future<Output = Result<Payload, TaskError>> + Send + 'static,
+    {
+        Box::pin(async move {
+            match CatchUnwind::new(call).await {
+                Ok(result) => result,
+                Err(message) => Err(TaskError::Panicked { message }),
+            }
+        })
+    }
+
+    /// Encodes a plain method result.
+    pub fn encode_value<T: Serialize>(value: &T) -> Result<Payload, TaskError> {
+        encode(value).map_err(|e| TaskError::BadResult {
+            reason: e.to_string(),
+        })
+    }
+
+    /// Encodes a `Result` method result: `Err(e)` becomes [`TaskError::Failed`].
+    pub fn encode_fallible<T: Serialize, E: Serialize + std::fmt::Debug>(
+        result: Result<T, E>,
+    ) -> Result<Payload, TaskError> {
+        match result {
+            Ok(value) => encode_value(&value),
+            Err(error) => Err(TaskError::Failed {
+                message: format!("{error:?}"),
+                error: encode_value(&error)?,
+            }),
+        }
+    }
+
+    /// Encodes a workflow method's return value.
+    pub fn encode_workflow_output<T: Serialize>(value: &T) -> Result<Payload, String> {
+        encode(value).map_err(|e| e.to_string())
+    }
+}

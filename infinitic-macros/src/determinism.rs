@@ -1,0 +1,266 @@
+//! Compile-time determinism checks on `#[workflow]` impl bodies.
+//!
+//! Workflow code is replayed, so anything that can give a different answer on replay (clocks,
+//! sleeping, spawning, randomness, the environment, I/O, hash iteration order) is rejected at
+//! the offending tokens with the workflow-safe alternative. The check scans tokens, so it also
+//! sees inside macro calls (`println!("{:?}", SystemTime::now())`).
+//!
+//! A reviewed exception is marked, visibly, with `#[allow_nondeterministic("why")]` on a
+//! statement or on a whole method.
+
+use crate::errors::Errors;
+use proc_macro2::{Spacing, TokenStream, TokenTree};
+use quote::quote;
+use syn::visit_mut::{self, VisitMut};
+use syn::{Attribute, Expr, ImplItem, Item, ItemImpl, LitStr, Stmt};
+
+const ALLOW: &str = "allow_nondeterministic";
+
+/// One family of non-deterministic code, with what to use instead.
+#[derive(Clone, Copy)]
+enum Rule {
+    Clock,
+    Sleep,
+    Spawn,
+    Random,
+    Uuid,
+    Env,
+    Fs,
+    Net,
+    HashMap,
+    HashSet,
+}
+
+impl Rule {
+    fn message(self, path: &str) -> String {
+        match self {
+            Rule::Clock => format!("`{path}` reads the wall clock, which differs on replay; use `workflow::now()`, the workflow clock recorded in history"),
+            Rule::Sleep => format!("`{path}` is neither durable nor replayed; use `workflow::sleep(duration)` or `workflow::sleep_until(time)`, durable timers"),
+            Rule::Spawn => format!("`{path}` starts work the engine cannot record or replay; run durable steps in parallel with `workflow::join_all` or `workflow::select`"),
+            Rule::Random => format!("`{path}` draws different numbers on replay; use `workflow::random()` or `workflow::random_range(..)`, deterministic per instance"),
+            Rule::Uuid => format!("`{path}` makes a different id on replay; use `workflow::uuid()`, deterministic per instance"),
+            Rule::Env => format!("`{path}` reads the process environment, which may differ on replay; pass configuration as workflow arguments, or read it in a service"),
+            Rule::Fs => format!("`{path}` does file I/O in workflow code; do I/O in a service and call it from the workflow"),
+            Rule::Net => format!("`{path}` does network I/O in workflow code; do I/O in a service and call it from the workflow"),
+            Rule::HashMap => format!("`{path}` iterates in a random order that differs on replay; use `BTreeMap`"),
+            Rule::HashSet => format!("`{path}` iterates in a random order that differs on replay; use `BTreeSet`"),
+        }
+    }
+}
+
+/// Path windows that are rejected wherever they appear in a path.
+const RULES: &[(&[&str], Rule)] = &[
+    (&["SystemTime", "now"], Rule::Clock),
+    (&["Instant", "now"], Rule::Clock),
+    (&["Utc", "now"], Rule::Clock),
+    (&["Local", "now"], Rule::Clock),
+    (&["OffsetDateTime", "now_utc"], Rule::Clock),
+    (&["thread", "sleep"], Rule::Sleep),
+    (&["tokio", "time"], Rule::Sleep),
+    (&["tokio", "spawn"], Rule::Spawn),
+    (&["tokio", "task"], Rule::Spawn),
+    (&["thread", "spawn"], Rule::Spawn),
+    (&["spawn_blocking"], Rule::Spawn),
+    (&["spawn_local"], Rule::Spawn),
+    (&["thread_rng"], Rule::Random),
+    (&["OsRng"], Rule::Random),
+    (&["Uuid", "new_v4"], Rule::Uuid),
+    (&["Uuid", "now_v7"], Rule::Uuid),
+    (&["Uuid", "now_v1"], Rule::Uuid),
+    (&["std", "env"], Rule::Env),
+    (&["env", "var"], Rule::Env),
+    (&["env", "vars"], Rule::Env),
+    (&["env", "var_os"], Rule::Env),
+    (&["env", "args"], Rule::Env),
+    (&["std", "fs"], Rule::Fs),
+    (&["tokio", "fs"], Rule::Fs),
+    (&["File", "open"], Rule::Fs),
+    (&["File", "create"], Rule::Fs),
+    (&["std", "net"], Rule::Net),
+    (&["tokio", "net"], Rule::Net),
+    (&["TcpStream"], Rule::Net),
+    (&["TcpListener"], Rule::Net),
+    (&["UdpSocket"], Rule::Net),
+    (&["HashMap"], Rule::HashMap),
+    (&["HashSet"], Rule::HashSet),
+];
+
+/// Checks every method body of the impl, honouring and removing `#[allow_nondeterministic]`.
+pub(crate) fn check_impl(item: &mut ItemImpl, errors: &mut Errors) {
+    for impl_item in &mut item.items {
+        let ImplItem::Fn(f) = impl_item else {
+            continue;
+        };
+        if take_allow(&mut f.attrs, errors) {
+            continue;
+        }
+        let mut stash = StashAllowed::default();
+        stash.visit_block_mut(&mut f.block);
+        for e in stash.errors.drain(..) {
+            errors.push(e);
+        }
+        let block = &f.block;
+        scan(quote!(#block), errors);
+        RestoreAllowed(stash.stashed.into_iter()).visit_block_mut(&mut f.block);
+    }
+}
+
+/// Removes our attribute from `attrs`; true if it was there. A missing reason is an error.
+fn take_allow(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> bool {
+    let Some(index) = attrs.iter().position(|a| a.path().is_ident(ALLOW)) else {
+        return false;
+    };
+    let attr = attrs.remove(index);
+    match attr.parse_args::<LitStr>() {
+        Ok(reason) if !reason.value().trim().is_empty() => {}
+        _ => errors.spanned(
+            &attr,
+            format!("say why this exception is safe to replay: #[{ALLOW}(\"reason\")]"),
+        ),
+    }
+    true
+}
+
+/// Replaces statements marked `#[allow_nondeterministic]` with a placeholder, keeping them
+/// aside, so the scan skips them.
+#[derive(Default)]
+struct StashAllowed {
+    stashed: Vec<Stmt>,
+    errors: Vec<syn::Error>,
+}
+
+fn placeholder() -> Stmt {
+    Stmt::Item(Item::Verbatim(quote!(__infinitic_allowed_statement)))
+}
+
+fn is_placeholder(stmt: &Stmt) -> bool {
+    matches!(stmt, Stmt::Item(Item::Verbatim(ts)) if ts.to_string() == "__infinitic_allowed_statement")
+}
+
+impl VisitMut for StashAllowed {
+    fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
+        let mut errors = Errors::default();
+        let allowed = stmt_attrs(stmt).is_some_and(|attrs| take_allow(attrs, &mut errors));
+        if let Some(e) = errors.into_inner() {
+            self.errors.push(e);
+        }
+        if allowed {
+            self.stashed.push(std::mem::replace(stmt, placeholder()));
+        } else {
+            visit_mut::visit_stmt_mut(self, stmt);
+        }
+    }
+}
+
+struct RestoreAllowed<I>(I);
+
+impl<I: Iterator<Item = Stmt>> VisitMut for RestoreAllowed<I> {
+    fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
+        if is_placeholder(stmt) {
+            if let Some(original) = self.0.next() {
+                *stmt = original;
+            }
+        } else {
+            visit_mut::visit_stmt_mut(self, stmt);
+        }
+    }
+}
+
+fn stmt_attrs(stmt: &mut Stmt) -> Option<&mut Vec<Attribute>> {
+    match stmt {
+        Stmt::Local(local) => Some(&mut local.attrs),
+        Stmt::Macro(mac) => Some(&mut mac.attrs),
+        Stmt::Item(Item::Fn(f)) => Some(&mut f.attrs),
+        Stmt::Item(Item::Use(u)) => Some(&mut u.attrs),
+        Stmt::Item(Item::Const(c)) => Some(&mut c.attrs),
+        Stmt::Item(Item::Static(s)) => Some(&mut s.attrs),
+        Stmt::Expr(expr, _) => expr_attrs(expr),
+        _ => None,
+    }
+}
+
+fn expr_attrs(expr: &mut Expr) -> Option<&mut Vec<Attribute>> {
+    Some(match expr {
+        Expr::Assign(e) => &mut e.attrs,
+        Expr::Await(e) => &mut e.attrs,
+        Expr::Block(e) => &mut e.attrs,
+        Expr::Call(e) => &mut e.attrs,
+        Expr::ForLoop(e) => &mut e.attrs,
+        Expr::If(e) => &mut e.attrs,
+        Expr::Loop(e) => &mut e.attrs,
+        Expr::Macro(e) => &mut e.attrs,
+        Expr::Match(e) => &mut e.attrs,
+        Expr::MethodCall(e) => &mut e.attrs,
+        Expr::Path(e) => &mut e.attrs,
+        Expr::Try(e) => &mut e.attrs,
+        Expr::Unsafe(e) => &mut e.attrs,
+        Expr::While(e) => &mut e.attrs,
+        _ => return None,
+    })
+}
+
+/// Walks the tokens, reading each path (`a::b::c`) and `select!`, and reports rule matches.
+fn scan(tokens: TokenStream, errors: &mut Errors) {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut i = 0;
+    while i < tokens.len() {
+        match &tokens[i] {
+            TokenTree::Group(group) => {
+                scan(group.stream(), errors);
+                i += 1;
+            }
+            TokenTree::Ident(first) => {
+                // A path: ident (`::` ident)*; `segments` holds (name, index of its token).
+                let mut segments = vec![(first.to_string(), i)];
+                let mut j = i + 1;
+                while j + 2 < tokens.len() && is_path_sep(&tokens[j], &tokens[j + 1]) {
+                    match &tokens[j + 2] {
+                        TokenTree::Ident(next) => {
+                            segments.push((next.to_string(), j + 2));
+                            j += 3;
+                        }
+                        _ => break,
+                    }
+                }
+                check_path(&tokens, &segments, errors);
+                let last = &segments[segments.len() - 1];
+                if last.0 == "select" && matches!(tokens.get(j), Some(TokenTree::Punct(p)) if p.as_char() == '!')
+                {
+                    let span_tokens: TokenStream = tokens[i..=j].iter().cloned().collect();
+                    errors.spanned(
+                        span_tokens,
+                        "`select!` polls its branches in a random order that differs on replay; use `workflow::select` or `workflow::select2`",
+                    );
+                }
+                i = j;
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+fn is_path_sep(a: &TokenTree, b: &TokenTree) -> bool {
+    matches!((a, b), (TokenTree::Punct(a), TokenTree::Punct(b))
+        if a.as_char() == ':' && a.spacing() == Spacing::Joint && b.as_char() == ':')
+}
+
+fn check_path(tokens: &[TokenTree], segments: &[(String, usize)], errors: &mut Errors) {
+    let names: Vec<&str> = segments.iter().map(|(n, _)| n.as_str()).collect();
+    let found = RULES.iter().find_map(|(pattern, rule)| {
+        names
+            .windows(pattern.len())
+            .position(|w| w == *pattern)
+            .map(|start| (start, pattern.len(), *rule))
+    });
+    let found = found.or_else(|| {
+        // Anything under the `rand` crate.
+        (names.len() > 1 && names[0] == "rand").then_some((0, names.len(), Rule::Random))
+    });
+    if let Some((start, len, rule)) = found {
+        let first = segments[start].1;
+        let last = segments[start + len - 1].1;
+        let span_tokens: TokenStream = tokens[first..=last].iter().cloned().collect();
+        let path = names[start..start + len].join("::");
+        errors.spanned(span_tokens, rule.message(&path));
+    }
+}

@@ -1,0 +1,242 @@
+//! Reading and checking the methods of a `#[service]` or `#[workflow]` trait, and rewriting
+//! `async fn` into `fn -> impl Future + Send` so implementations can run on any worker thread.
+
+use crate::errors::Errors;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::{
+    parse_quote, FnArg, GenericArgument, Ident, ItemTrait, Pat, PathArguments, ReturnType,
+    TraitItem, TraitItemFn, Type,
+};
+
+/// What the generators need to know about one method.
+pub(crate) struct Method {
+    pub(crate) ident: Ident,
+    pub(crate) docs: Vec<syn::Attribute>,
+    /// Parameter names for the stub (the user's, when they are plain identifiers).
+    pub(crate) arg_names: Vec<Ident>,
+    pub(crate) arg_types: Vec<Type>,
+    /// The declared return type (`()` when omitted).
+    pub(crate) output: Type,
+}
+
+impl Method {
+    /// `Result<T, E>` splits into `(T, E)`: the stub yields `T` or a typed failure carrying `E`.
+    pub(crate) fn fallible(&self) -> Option<(&Type, &Type)> {
+        let Type::Path(path) = &self.output else {
+            return None;
+        };
+        let last = path.path.segments.last()?;
+        if last.ident != "Result" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        let mut types = args.args.iter().filter_map(|a| match a {
+            GenericArgument::Type(t) => Some(t),
+            _ => None,
+        });
+        match (types.next(), types.next(), types.next()) {
+            (Some(ok), Some(err), None) => Some((ok, err)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(&self) -> String {
+        self.ident.to_string()
+    }
+}
+
+/// Checks every item of the trait (all problems at once) and returns its methods.
+pub(crate) fn read_methods(item: &ItemTrait, kind: &str, errors: &mut Errors) -> Vec<Method> {
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        errors.spanned(
+            &item.generics,
+            format!("a #[{kind}] trait cannot be generic: its methods are called by name with encoded arguments, so every type must be concrete"),
+        );
+    }
+    let mut methods = Vec::new();
+    for trait_item in &item.items {
+        match trait_item {
+            TraitItem::Fn(f) => {
+                if let Some(m) = read_method(f, kind, errors) {
+                    methods.push(m);
+                }
+            }
+            other => errors.spanned(
+                other,
+                format!("a #[{kind}] trait may only contain `async fn` methods"),
+            ),
+        }
+    }
+    methods
+}
+
+fn read_method(f: &TraitItemFn, kind: &str, errors: &mut Errors) -> Option<Method> {
+    let sig = &f.sig;
+    let mut problems = Errors::default();
+    if sig.asyncness.is_none() {
+        problems.spanned(
+            sig.fn_token,
+            format!("#[{kind}] methods must be `async fn`: every call is awaited as a durable step"),
+        );
+    }
+    if let Some(c) = &sig.constness {
+        problems.spanned(c, format!("#[{kind}] methods cannot be `const`"));
+    }
+    if let Some(u) = &sig.unsafety {
+        problems.spanned(u, format!("#[{kind}] methods cannot be `unsafe`"));
+    }
+    if let Some(abi) = &sig.abi {
+        problems.spanned(abi, format!("#[{kind}] methods cannot declare an ABI"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        problems.spanned(
+            &sig.generics,
+            "generic methods cannot be called remotely: arguments are decoded by name, so give every parameter a concrete type",
+        );
+    }
+    if let Some(v) = &sig.variadic {
+        problems.spanned(v, format!("#[{kind}] methods cannot be variadic"));
+    }
+
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(r)) => {
+            if r.reference.is_none() {
+                problems.spanned(
+                    r,
+                    "take `&self`: one implementation value serves every call",
+                );
+            } else if let Some(m) = &r.mutability {
+                problems.spanned(
+                    m,
+                    "take `&self`, not `&mut self`: calls may run concurrently; keep mutable state behind a lock or in a database",
+                );
+            } else if r.colon_token.is_some() {
+                problems.spanned(r, "take plain `&self`");
+            }
+        }
+        _ => problems.push(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("#[{kind}] methods take `&self` as their first parameter"),
+        )),
+    }
+
+    let mut arg_names = Vec::new();
+    let mut arg_types = Vec::new();
+    for (index, input) in inputs.enumerate() {
+        let FnArg::Typed(typed) = input else {
+            continue;
+        };
+        check_owned(&typed.ty, &mut problems);
+        let name = match &*typed.pat {
+            Pat::Ident(p) if p.subpat.is_none() => p.ident.clone(),
+            _ => format_ident!("arg{}", index),
+        };
+        arg_names.push(name);
+        arg_types.push((*typed.ty).clone());
+    }
+
+    let output: Type = match &sig.output {
+        ReturnType::Default => parse_quote!(()),
+        ReturnType::Type(_, ty) => {
+            check_owned(ty, &mut problems);
+            (**ty).clone()
+        }
+    };
+    let ok = problems.is_empty();
+    errors_merge(errors, problems);
+    ok.then(|| Method {
+        ident: sig.ident.clone(),
+        docs: f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc"))
+            .cloned()
+            .collect(),
+        arg_names,
+        arg_types,
+        output,
+    })
+}
+
+fn errors_merge(into: &mut Errors, from: Errors) {
+    if let Some(e) = from.into_inner() {
+        into.push(e);
+    }
+}
+
+/// Arguments and results travel as messages: they must be owned, concrete types.
+fn check_owned(ty: &Type, problems: &mut Errors) {
+    match ty {
+        Type::Reference(r) => problems.spanned(
+            r,
+            "arguments and results are sent as messages and must be owned: use `String` for `&str`, `Vec<T>` for `&[T]`, `T` for `&T`",
+        ),
+        Type::ImplTrait(t) => problems.spanned(
+            t,
+            "`impl Trait` cannot be sent as a message: use a concrete type that implements Serialize and Deserialize",
+        ),
+        Type::TraitObject(t) => problems.spanned(
+            t,
+            "trait objects cannot be sent as messages: use a concrete type (an enum for alternatives)",
+        ),
+        Type::Ptr(p) => problems.spanned(p, "raw pointers cannot be sent as messages"),
+        Type::Paren(p) => check_owned(&p.elem, problems),
+        Type::Group(g) => check_owned(&g.elem, problems),
+        _ => {}
+    }
+}
+
+/// The trait as emitted: `async fn m(&self, ..) -> R` becomes
+/// `fn m(&self, ..) -> impl Future<Output = R> + Send`, and the trait gains `Send + Sync +
+/// 'static` so one implementation value can serve calls from any worker thread.
+pub(crate) fn rewrite_trait(item: &ItemTrait) -> ItemTrait {
+    let mut item = item.clone();
+    item.supertraits.push(parse_quote!(::core::marker::Send));
+    item.supertraits.push(parse_quote!(::core::marker::Sync));
+    item.supertraits.push(parse_quote!('static));
+    if item.colon_token.is_none() {
+        item.colon_token = Some(Default::default());
+    }
+    for trait_item in &mut item.items {
+        let TraitItem::Fn(f) = trait_item else {
+            continue;
+        };
+        if f.sig.asyncness.take().is_none() {
+            continue;
+        }
+        let output = match &f.sig.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, ty) => quote!(#ty),
+        };
+        f.sig.output = parse_quote!(
+            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
+        );
+        if let Some(body) = f.default.take() {
+            f.default = Some(parse_quote!({ async move #body }));
+        }
+    }
+    item
+}
+
+/// `quote_spanned!` assertions that each argument and the result can travel as a message,
+/// so a missing `Serialize`/`Deserialize` is reported on the user's type.
+pub(crate) fn assert_message_types(methods: &[Method]) -> TokenStream {
+    let checks = methods.iter().flat_map(|m| {
+        m.arg_types.iter().chain(std::iter::once(&m.output)).map(|ty| {
+            let span = syn::spanned::Spanned::span(ty);
+            quote::quote_spanned!(span=> ::infinitic::__private::assert_message::<#ty>();)
+        })
+    });
+    quote! {
+        const _: fn() = || { #(#checks)* };
+    }
+}
+
+/// Appends `suffix` to an identifier, keeping its span.
+pub(crate) fn suffixed(ident: &Ident, suffix: &str) -> Ident {
+    Ident::new(&format!("{ident}{suffix}"), ident.span())
+}
