@@ -56,9 +56,12 @@
 #![deny(missing_docs)]
 
 pub use infinitic_core::{
-    message, replay, workflow, CommandId, Completion, History, HistoryEvent, MethodRun, NoError,
-    ParkReason, ServiceCall, Status, StepError, StepOutcome, Timestamp, WorkflowCall,
-    WorkflowDefinition, WorkflowFactory, WorkflowId, WorkflowInstance,
+    decode, encode, message, replay, workflow, Applied, CodecError, Command, CommandId,
+    CommandRecord, CommandSignature, Completion, DispatchError, History, HistoryEvent,
+    IgnoredReason, MethodRun, Mismatch, NoError, ParkReason, Payload, Position, Progress,
+    RejectedEvent, Replay, Service, ServiceCall, Start, Status, StepError, StepOutcome, TaskError,
+    Timestamp, Workflow, WorkflowCall, WorkflowDefinition, WorkflowFactory, WorkflowId,
+    WorkflowInstance,
 };
 pub use infinitic_runtime::tester::{TestRun, TesterError, WorkflowTester};
 
