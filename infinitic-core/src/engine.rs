@@ -273,6 +273,9 @@ impl WorkflowInstance {
         let (mut state, polled) = enter(state, || {
             catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)))
         });
+        // A future that woke itself during the poll expects another poll the engine will
+        // never make: as foreign as a wake from outside between polls.
+        let foreign_wake = foreign_wake | self.woken.0.swap(false, Ordering::Relaxed);
         let commands = std::mem::take(&mut state.produced);
         let no_pending = state.pending.is_empty();
         self.state = Some(state);
