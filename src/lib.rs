@@ -55,6 +55,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub use infinitic_core::RetryPolicy;
 pub use infinitic_core::{
     decode, encode, message, replay, workflow, Applied, CodecError, Command, CommandId,
     CommandRecord, CommandSignature, Completion, DispatchError, History, HistoryEvent,
@@ -63,7 +64,12 @@ pub use infinitic_core::{
     Timestamp, Workflow, WorkflowCall, WorkflowDefinition, WorkflowFactory, WorkflowId,
     WorkflowInstance,
 };
+pub use infinitic_runtime::client::{Client, ClientError, WorkflowHandle};
+pub use infinitic_runtime::store::{
+    self, sqlite::SqliteStore, StateStore, Transport, WorkflowState,
+};
 pub use infinitic_runtime::tester::{TestRun, TesterError, WorkflowTester};
+pub use infinitic_runtime::worker::{self, RunningWorker, Worker, WorkerConfig};
 
 /// Turns a trait of `async fn` methods into a service.
 ///

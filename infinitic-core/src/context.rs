@@ -7,7 +7,6 @@
 use crate::rng::SplitMix64;
 use crate::{Command, CommandRecord, MethodRun, Position, StepOutcome, Timestamp, WorkflowId};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::panic::Location;
 
 /// Per-instance engine state that workflow code reads and writes through `workflow::*` and
@@ -20,10 +19,13 @@ pub(crate) struct EngineState {
     pub(crate) rng: SplitMix64,
     /// Position the next created command gets; every position below it is known.
     pub(crate) next_position: Position,
-    /// Created and neither completed nor abandoned (dropped unfinished).
-    pub(crate) pending: BTreeMap<Position, ()>,
-    /// Completed, waiting for their future to take the outcome at its next poll.
-    pub(crate) ready: BTreeMap<Position, StepOutcome>,
+    /// Created and neither completed nor abandoned (dropped unfinished), in increasing order.
+    /// Small sorted vectors rather than maps: a run waits on few steps at a time, and an empty
+    /// `BTreeMap` keeps its (for `ready`, 672-byte) node allocated in every idle instance.
+    pub(crate) pending: Vec<Position>,
+    /// Completed, waiting for their future to take the outcome at its next poll (usually at
+    /// most one: the engine polls right after delivering).
+    pub(crate) ready: Vec<(Position, StepOutcome)>,
     /// Commands created during the current poll.
     pub(crate) produced: Vec<CommandRecord>,
 }
@@ -37,8 +39,8 @@ impl EngineState {
             now,
             rng,
             next_position: 0,
-            pending: BTreeMap::new(),
-            ready: BTreeMap::new(),
+            pending: Vec::new(),
+            ready: Vec::new(),
             produced: Vec::new(),
         }
     }
@@ -50,7 +52,8 @@ impl EngineState {
     ) -> Position {
         let position = self.next_position;
         self.next_position += 1;
-        self.pending.insert(position, ());
+        // Positions only grow, so pushing keeps `pending` sorted.
+        self.pending.push(position);
         self.produced.push(CommandRecord {
             position,
             command,
@@ -59,15 +62,36 @@ impl EngineState {
         position
     }
 
+    /// Removes `position` from the pending commands; false if it was not pending.
+    pub(crate) fn settle(&mut self, position: Position) -> bool {
+        match self.pending.binary_search(&position) {
+            Ok(index) => {
+                self.pending.remove(index);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Hands a settled command's outcome to its future (taken at its next poll).
+    pub(crate) fn deliver(&mut self, position: Position, outcome: StepOutcome) {
+        if self.ready.capacity() == 0 {
+            // One slot is the common case; `push` alone would reserve four.
+            self.ready.reserve_exact(1);
+        }
+        self.ready.push((position, outcome));
+    }
+
     pub(crate) fn take_ready(&mut self, position: Position) -> Option<StepOutcome> {
-        self.ready.remove(&position)
+        let index = self.ready.iter().position(|(p, _)| *p == position)?;
+        Some(self.ready.swap_remove(index).1)
     }
 
     /// A durable future was dropped before its outcome arrived (the loser of a select):
     /// forget it, so a late outcome is ignored rather than kept forever.
     pub(crate) fn abandon(&mut self, position: Position) {
-        self.pending.remove(&position);
-        self.ready.remove(&position);
+        self.settle(position);
+        self.ready.retain(|(p, _)| *p != position);
     }
 }
 

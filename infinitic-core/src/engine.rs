@@ -64,9 +64,8 @@ pub enum ParkReason {
 /// A replayed command differs from the one recorded in history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error(
-    "non-deterministic workflow at position {position}: history has {}, the code now produces {}{}",
-    describe(expected),
-    describe(found),
+    "non-deterministic workflow at position {position}: {}{}",
+    describe_change(expected, found),
     location.as_ref().map(|l| format!(" (at {l})")).unwrap_or_default()
 )]
 pub struct Mismatch {
@@ -84,6 +83,23 @@ fn describe(signature: &Option<crate::CommandSignature>) -> String {
     signature
         .as_ref()
         .map_or_else(|| "no command".to_string(), |s| s.to_string())
+}
+
+fn describe_change(
+    expected: &Option<crate::CommandSignature>,
+    found: &Option<crate::CommandSignature>,
+) -> String {
+    match (expected, found) {
+        // The same command, but created before a completion that history shows it waited for.
+        (Some(recorded), Some(found)) if recorded == found => format!(
+            "history recorded {found} only after a completion, the code now produces it before"
+        ),
+        _ => format!(
+            "history has {}, the code now produces {}",
+            describe(expected),
+            describe(found)
+        ),
+    }
 }
 
 /// What one poll produced.
@@ -221,11 +237,11 @@ impl WorkflowInstance {
         if self.future.is_none() {
             return Ok(Applied::Ignored(IgnoredReason::RunEnded));
         }
-        if state.pending.remove(&completion.position).is_none() {
+        if !state.settle(completion.position) {
             return Ok(Applied::Ignored(IgnoredReason::AlreadySettled));
         }
         state.now = state.now.max(completion.at);
-        state.ready.insert(completion.position, completion.outcome);
+        state.deliver(completion.position, completion.outcome);
         Ok(Applied::Progressed(self.poll()))
     }
 
@@ -246,7 +262,7 @@ impl WorkflowInstance {
 
     /// Positions of commands that are waiting for an outcome.
     pub fn pending(&self) -> impl Iterator<Item = Position> + '_ {
-        self.state().pending.keys().copied()
+        self.state().pending.iter().copied()
     }
 
     /// Ends the run because replay found a mismatch: drops the future so nothing more runs.

@@ -27,12 +27,14 @@ pub enum Message {
         /// Encoded arguments.
         input: Payload,
         /// Who waits for the result: the parent step, if this is a child workflow.
-        parent: Option<CommandId>,
+        parent: Option<ParentStep>,
     },
     /// Run one attempt of a service task.
     ExecuteTask {
         /// The command that requested it: the task's stable id.
         task: CommandId,
+        /// The requesting workflow's name: where the outcome goes.
+        workflow: String,
         /// Service name.
         service: String,
         /// Method name.
@@ -60,6 +62,15 @@ pub enum Message {
         /// Its encoded result, or why it has none.
         outcome: StepOutcome,
     },
+}
+
+/// The step of a parent workflow that waits for a child workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentStep {
+    /// The parent's workflow name.
+    pub workflow: String,
+    /// The parent's command.
+    pub command: CommandId,
 }
 
 /// Bytes that are not a message this build can read.
@@ -127,6 +138,7 @@ mod tests {
     fn sample() -> Message {
         Message::ExecuteTask {
             task: CommandId::new(WorkflowId::new("wf-1"), MethodRun(0), 7),
+            workflow: "Billing".into(),
             service: "PaymentService".into(),
             method: "request".into(),
             args: crate::encode(&(42u64, 1999u64)).unwrap(),
@@ -144,13 +156,19 @@ mod tests {
     fn every_truncation_is_a_typed_error() {
         let bytes = encode_message(&sample());
         for len in 0..bytes.len() {
-            assert!(decode_message(&bytes[..len]).is_err(), "prefix of {len} bytes");
+            assert!(
+                decode_message(&bytes[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
         }
     }
 
     #[test]
     fn foreign_and_future_bytes_are_rejected_with_reason() {
-        assert_eq!(decode_message(b"{\"json\":1}"), Err(DecodeError::NotAnEnvelope(b'{')));
+        assert_eq!(
+            decode_message(b"{\"json\":1}"),
+            Err(DecodeError::NotAnEnvelope(b'{'))
+        );
         let mut bytes = encode_message(&sample());
         bytes[1] = 9;
         assert_eq!(

@@ -48,8 +48,12 @@ pub fn replay(
                 found => Some(mismatch_at(recorded.position, Some(recorded), found.as_ref())),
             },
             HistoryEvent::Completed(completion) => match produced.front() {
-                // History ran on to a completion, but the code produced more commands first.
-                Some(extra) => Some(mismatch_at(extra.position, None, Some(extra))),
+                // History ran on to a completion, but the code produced more commands first;
+                // report what history recorded at that position, if anything (later).
+                Some(extra) => {
+                    let recorded = history.scheduled().find(|r| r.position == extra.position);
+                    Some(mismatch_at(extra.position, recorded, Some(extra)))
+                }
                 None if instance.is_finished() => None,
                 None => match instance.apply(completion.clone()) {
                     Ok(Applied::Progressed(Progress { commands, status: s })) => {

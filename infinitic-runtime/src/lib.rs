@@ -1,8 +1,14 @@
 //! The runtime of infinitic: the layer that moves bytes between the pure core and the world.
 //!
-//! Today it holds [`tester::WorkflowTester`], which runs a workflow in-process against real or
-//! fake services with virtual time. Workers, the embedded store and transports come next.
+//! - [`tester::WorkflowTester`] runs a workflow in-process with virtual time (unit tests).
+//! - [`store`] holds the boundaries ([`store::Transport`], [`store::StateStore`]) and the
+//!   embedded SQLite store.
+//! - [`worker`] runs services and workflows; [`client::Client`] starts them and awaits results.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+pub mod client;
+pub mod store;
 pub mod tester;
+pub mod topics;
+pub mod worker;

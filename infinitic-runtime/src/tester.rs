@@ -8,8 +8,8 @@
 use infinitic_core::{
     decode, encode, Applied, Command, CommandRecord, Completion, DispatchError, History,
     HistoryEvent, MethodRun, ParkReason, Payload, Position, Progress, Service, Start, Status,
-    StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall, WorkflowDefinition,
-    WorkflowFactory, WorkflowId, WorkflowInstance,
+    StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall, WorkflowDefinition, WorkflowFactory,
+    WorkflowId, WorkflowInstance,
 };
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
@@ -133,7 +133,13 @@ impl WorkflowTester {
 
     /// Makes the next `times` calls of `service::method` end with `outcome` instead of running
     /// (for example `StepOutcome::TimedOut { attempts: 3 }`).
-    pub fn inject(mut self, service: &str, method: &str, outcome: StepOutcome, times: usize) -> Self {
+    pub fn inject(
+        mut self,
+        service: &str,
+        method: &str,
+        outcome: StepOutcome,
+        times: usize,
+    ) -> Self {
         self.injected.push(Injection {
             service: service.to_string(),
             method: method.to_string(),
@@ -178,7 +184,10 @@ impl WorkflowTester {
         call: WorkflowCall<R>,
     ) -> Result<TestRun<R>, TesterError> {
         let definition = WorkflowFactory::new(make);
-        let input = call.args().map_err(|e| TesterError::BadCall(e.to_string()))?.clone();
+        let input = call
+            .args()
+            .map_err(|e| TesterError::BadCall(e.to_string()))?
+            .clone();
         let id = self.workflow_id.clone();
         let start = self.start;
         let (output, history, finished_at) = self
@@ -199,8 +208,7 @@ impl WorkflowTester {
         id: WorkflowId,
         method: String,
         input: Payload,
-    ) -> Pin<Box<dyn Future<Output = Result<(Payload, History, Timestamp), TesterError>> + 'a>>
-    {
+    ) -> InstanceRun<'a> {
         Box::pin(async move {
             let mut history = History::new(
                 id.clone(),
@@ -248,7 +256,10 @@ impl WorkflowTester {
                     (record.position, outcome)
                 } else if let Some(((fire_at, position), ())) = timers.pop_first() {
                     now = now.max(fire_at);
-                    (position, StepOutcome::Completed(encode(&()).unwrap_or_default()))
+                    (
+                        position,
+                        StepOutcome::Completed(encode(&()).unwrap_or_default()),
+                    )
                 } else {
                     // The engine parks a run that waits with nothing pending, so this is only
                     // reachable if every pending step was abandoned and nothing else is due.
@@ -270,7 +281,9 @@ impl WorkflowTester {
                     }
                     // A select's loser finishing late: nothing to record.
                     Ok(Applied::Ignored(_)) => status = Status::Running,
-                    Err(rejected) => unreachable!("the tester only completes commands it was given: {rejected}"),
+                    Err(rejected) => {
+                        unreachable!("the tester only completes commands it was given: {rejected}")
+                    }
                 }
             }
         })
@@ -350,6 +363,10 @@ impl WorkflowTester {
         }
     }
 }
+
+/// A boxed (recursive: child workflows) run of one instance: its output, history and end time.
+type InstanceRun<'a> =
+    Pin<Box<dyn Future<Output = Result<(Payload, History, Timestamp), TesterError>> + 'a>>;
 
 /// One attempt's result as the step outcome a workflow sees (the tester does not retry).
 fn outcome_of(result: Result<Payload, TaskError>) -> StepOutcome {

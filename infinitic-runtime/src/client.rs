@@ -1,0 +1,200 @@
+//! The client: start workflows, await their results, ask for their status, from any process
+//! that can reach the store.
+
+use crate::store::{
+    now, CommitOutcome, Outgoing, StateStore, StoreError, Transition, Transport, WorkflowHeader,
+    WorkflowState,
+};
+use crate::topics;
+use infinitic_core::message::{encode_message, Message};
+use infinitic_core::{decode, WorkflowCall, WorkflowId};
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// Why a client call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The call's arguments could not be encoded.
+    #[error("the workflow call cannot be encoded: {0}")]
+    BadCall(String),
+    /// No instance has this id.
+    #[error("no workflow instance with id {0}")]
+    NotFound(WorkflowId),
+    /// The instance could not start (unknown workflow or method, undecodable arguments).
+    #[error("workflow {id} failed to start: {reason}")]
+    Failed {
+        /// The instance.
+        id: WorkflowId,
+        /// Why.
+        reason: String,
+    },
+    /// The instance is parked and needs a fix (non-determinism, panic in workflow code).
+    #[error("workflow {id} is parked: {reason}")]
+    Parked {
+        /// The instance.
+        id: WorkflowId,
+        /// Why.
+        reason: String,
+    },
+    /// The result does not decode as the expected type.
+    #[error("the result of workflow {id} cannot be decoded: {reason}")]
+    BadResult {
+        /// The instance.
+        id: WorkflowId,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// Starts workflows and reads their results.
+#[derive(Clone, Debug)]
+pub struct Client<S> {
+    store: S,
+    poll_interval: Duration,
+}
+
+impl<S: Transport + StateStore + Clone> Client<S> {
+    /// A client on `store`.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            poll_interval: Duration::from_millis(20),
+        }
+    }
+
+    /// Starts `call` on a new instance with a random id and returns its handle at once.
+    pub async fn dispatch<R>(
+        &self,
+        call: WorkflowCall<R>,
+    ) -> Result<WorkflowHandle<R, S>, ClientError> {
+        let id = WorkflowId::new(uuid::Uuid::new_v4().to_string());
+        self.dispatch_with_id(id, call).await
+    }
+
+    /// Starts `call` on the instance `id`, unless that instance already exists: then returns
+    /// its handle (at most one instance per id).
+    pub async fn dispatch_with_id<R>(
+        &self,
+        id: impl Into<WorkflowId>,
+        call: WorkflowCall<R>,
+    ) -> Result<WorkflowHandle<R, S>, ClientError> {
+        let id = id.into();
+        let input = call
+            .args()
+            .map_err(|e| ClientError::BadCall(e.to_string()))?
+            .clone();
+        let at = now();
+        let start = Outgoing {
+            topic: topics::workflow(call.workflow()),
+            key: id.to_string(),
+            payload: encode_message(&Message::StartWorkflow {
+                workflow_id: id.clone(),
+                workflow: call.workflow().to_string(),
+                method: call.method().to_string(),
+                input: input.clone(),
+                parent: None,
+            }),
+            deliver_at: at,
+        };
+        let transition = Transition {
+            workflow_id: id.clone(),
+            expected_version: 0,
+            header: Some(WorkflowHeader {
+                workflow: call.workflow().to_string(),
+                method: call.method().to_string(),
+                input,
+                started_at: at,
+                parent: None,
+            }),
+            state: WorkflowState::Pending,
+            append: Vec::new(),
+            outbox: vec![start],
+            consumed: None,
+            dead_letter: None,
+        };
+        // A conflict means the instance exists already: same handle, nothing started twice.
+        let _: Vec<CommitOutcome> = self.store.commit(vec![transition]).await?;
+        Ok(self.handle(id))
+    }
+
+    /// Starts `call` and waits for its result.
+    pub async fn run<R: DeserializeOwned>(&self, call: WorkflowCall<R>) -> Result<R, ClientError> {
+        self.dispatch(call).await?.result().await
+    }
+
+    /// A handle on an existing instance (from another process, say).
+    pub fn handle<R>(&self, id: impl Into<WorkflowId>) -> WorkflowHandle<R, S> {
+        WorkflowHandle {
+            id: id.into(),
+            client: self.clone(),
+            _result: PhantomData,
+        }
+    }
+
+    /// Where an instance stands, `None` if there is no such instance.
+    pub async fn status(&self, id: &WorkflowId) -> Result<Option<WorkflowState>, ClientError> {
+        Ok(self.store.load(id, false).await?.map(|w| w.state))
+    }
+}
+
+/// A started workflow instance whose method returns `R`.
+#[derive(Debug, Clone)]
+pub struct WorkflowHandle<R, S> {
+    id: WorkflowId,
+    client: Client<S>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned, S: Transport + StateStore + Clone> WorkflowHandle<R, S> {
+    /// The instance's id: keep it to find the instance again, from any process.
+    pub fn id(&self) -> &WorkflowId {
+        &self.id
+    }
+
+    /// Where the instance stands.
+    pub async fn status(&self) -> Result<WorkflowState, ClientError> {
+        self.client
+            .status(&self.id)
+            .await?
+            .ok_or_else(|| ClientError::NotFound(self.id.clone()))
+    }
+
+    /// The result, if the instance has one already.
+    pub async fn try_result(&self) -> Result<Option<R>, ClientError> {
+        match self.status().await? {
+            WorkflowState::Completed(bytes) => {
+                decode(&bytes)
+                    .map(Some)
+                    .map_err(|e| ClientError::BadResult {
+                        id: self.id.clone(),
+                        reason: e.to_string(),
+                    })
+            }
+            WorkflowState::Failed(reason) => Err(ClientError::Failed {
+                id: self.id.clone(),
+                reason,
+            }),
+            WorkflowState::Parked(reason) => Err(ClientError::Parked {
+                id: self.id.clone(),
+                reason,
+            }),
+            WorkflowState::Pending | WorkflowState::Running => Ok(None),
+        }
+    }
+
+    /// Waits for the result.
+    pub async fn result(&self) -> Result<R, ClientError> {
+        let mut activity = self.client.store.activity();
+        loop {
+            if let Some(result) = self.try_result().await? {
+                return Ok(result);
+            }
+            // Woken by any commit of this process; other processes' commits are polled.
+            activity.wait(self.client.poll_interval).await;
+        }
+    }
+}

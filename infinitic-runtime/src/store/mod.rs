@@ -1,0 +1,312 @@
+//! The boundaries between workers and the world: a [`Transport`] moves messages, a
+//! [`StateStore`] keeps workflow state and history.
+//!
+//! They are shaped for both deployments. The embedded [`sqlite::SqliteStore`] implements both
+//! on one file, so a state change, its outgoing messages and the removal of the consumed
+//! message commit in one transaction (exactly-once). A broker with keyed routing, acks and
+//! redelivery implements [`Transport`]; a database with compare-and-set writes and an outbox
+//! table implements [`StateStore`] (the outbox is relayed to the broker after commit, and the
+//! consumed message is acked after commit).
+
+pub mod sqlite;
+
+use infinitic_core::message::ParentStep;
+use infinitic_core::{HistoryEvent, Payload, Timestamp, WorkflowId};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::time::Duration;
+
+/// Identifies one delivered message until it is settled.
+pub type DeliveryId = i64;
+
+/// A message to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Destination topic (see [`crate::topics`]).
+    pub topic: String,
+    /// Routing key: messages with one key are handled by one owner at a time.
+    pub key: String,
+    /// The encoded envelope.
+    pub payload: Vec<u8>,
+    /// Not delivered before this time (timers, retry backoff).
+    pub deliver_at: Timestamp,
+}
+
+/// A message leased to this consumer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Settle it with this id.
+    pub id: DeliveryId,
+    /// Its topic.
+    pub topic: String,
+    /// Its routing key.
+    pub key: String,
+    /// The encoded envelope.
+    pub payload: Vec<u8>,
+    /// How many times it has been delivered, this time included.
+    pub attempt: u32,
+}
+
+/// What to do with a delivered message. Publishing and settling happen atomically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Done: remove it and publish `publish`.
+    Ack {
+        /// The delivery.
+        delivery: DeliveryId,
+        /// Messages published with the ack.
+        publish: Vec<Outgoing>,
+    },
+    /// Deliver it again at `at` (retry backoff).
+    Retry {
+        /// The delivery.
+        delivery: DeliveryId,
+        /// When.
+        at: Timestamp,
+    },
+    /// It can never be processed: move it to the dead letters with `reason`, and publish
+    /// `publish` (typically: tell the waiting workflow).
+    DeadLetter {
+        /// The delivery.
+        delivery: DeliveryId,
+        /// Why, readable.
+        reason: String,
+        /// Messages published with the move.
+        publish: Vec<Outgoing>,
+    },
+}
+
+/// A batch of leased messages and when the next delayed one becomes visible.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    /// Leased messages, oldest first.
+    pub deliveries: Vec<Delivery>,
+    /// Earliest time a not-yet-visible message of these topics becomes visible.
+    pub next_visible_at: Option<Timestamp>,
+}
+
+/// Where a workflow instance stands, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkflowState {
+    /// Dispatched by a client; no worker has started it yet.
+    Pending,
+    /// Started, waiting on durable steps.
+    Running,
+    /// Returned this encoded value.
+    Completed(Payload),
+    /// Stopped safely; needs a fix and a retry (non-determinism, panic, ...).
+    Parked(String),
+    /// Could not start (unknown method, undecodable arguments).
+    Failed(String),
+}
+
+impl WorkflowState {
+    /// Completed, parked or failed: nothing more will happen by itself.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            WorkflowState::Completed(_) | WorkflowState::Failed(_) | WorkflowState::Parked(_)
+        )
+    }
+}
+
+/// The fixed facts of an instance, written when it is created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkflowHeader {
+    /// Workflow name.
+    pub workflow: String,
+    /// Method name.
+    pub method: String,
+    /// Encoded arguments.
+    pub input: Payload,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// The waiting parent step, for a child workflow.
+    pub parent: Option<ParentStep>,
+}
+
+/// An instance as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredWorkflow {
+    /// Its id.
+    pub id: WorkflowId,
+    /// Fixed facts.
+    pub header: WorkflowHeader,
+    /// Where it stands.
+    pub state: WorkflowState,
+    /// Incremented by every committed transition (compare-and-set).
+    pub version: u64,
+    /// Its history (empty when loaded without it).
+    pub history: Vec<HistoryEvent>,
+}
+
+/// One atomic state change of one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The instance.
+    pub workflow_id: WorkflowId,
+    /// The version this change was computed from; 0 creates the instance.
+    pub expected_version: u64,
+    /// Required when creating, or when a pending instance starts.
+    pub header: Option<WorkflowHeader>,
+    /// The new state.
+    pub state: WorkflowState,
+    /// History events to append.
+    pub append: Vec<HistoryEvent>,
+    /// Messages to publish with the change.
+    pub outbox: Vec<Outgoing>,
+    /// The message this change consumed: removed in the same commit.
+    pub consumed: Option<DeliveryId>,
+    /// Set when the consumed message could not be processed: it is moved to the dead letters
+    /// with this reason instead of being deleted.
+    pub dead_letter: Option<String>,
+}
+
+/// The result of one transition of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Durable.
+    Committed,
+    /// Not applied: the version moved on, or the consumed message was already consumed.
+    Conflict,
+}
+
+/// A storage or transport failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// No database at the path.
+    #[error("no database at {path}: start a worker first (it creates it) or check the path")]
+    Missing {
+        /// The path.
+        path: String,
+    },
+    /// The file is not a usable database.
+    #[error("{path} is not an infinitic database: {reason}")]
+    Corrupt {
+        /// The path.
+        path: String,
+        /// What SQLite said.
+        reason: String,
+    },
+    /// Written by another schema version.
+    #[error("{path} has schema version {found}; this build uses {expected}")]
+    SchemaVersion {
+        /// The path.
+        path: String,
+        /// The file's version.
+        found: i64,
+        /// This build's version.
+        expected: i64,
+    },
+    /// A database error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The store was shut down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Moves messages: publish, lease, settle.
+pub trait Transport: Send + Sync + 'static {
+    /// Publishes messages durably.
+    fn publish(
+        &self,
+        messages: Vec<Outgoing>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Leases up to `max` visible messages of `topics` for `lease`; they are redelivered if not
+    /// settled by then.
+    fn receive(
+        &self,
+        topics: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Received, StoreError>> + Send;
+
+    /// Settles deliveries, atomically with what they publish.
+    fn settle(
+        &self,
+        settlements: Vec<Settlement>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A subscription to commits made through this handle's process: lets consumers sleep
+    /// until there may be something new instead of polling fast.
+    fn activity(&self) -> Activity;
+}
+
+/// Wakes consumers when this process commits something. Create it before looking for work,
+/// so a commit in between is not missed.
+#[derive(Debug, Clone)]
+pub struct Activity(tokio::sync::watch::Receiver<u64>);
+
+impl Activity {
+    /// Wraps a commit counter that the transport increments on every commit.
+    pub fn new(commits: tokio::sync::watch::Receiver<u64>) -> Self {
+        let mut commits = commits;
+        commits.mark_unchanged();
+        Self(commits)
+    }
+
+    /// Resolves when a commit happened since the last call (or creation), or after `timeout`
+    /// (commits of other processes are only seen by looking again).
+    pub async fn wait(&mut self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.0.changed()).await;
+        self.0.mark_unchanged();
+    }
+}
+
+/// Keeps workflow state and history.
+pub trait StateStore: Send + Sync + 'static {
+    /// Loads an instance, with its history if `with_history`.
+    fn load(
+        &self,
+        id: &WorkflowId,
+        with_history: bool,
+    ) -> impl Future<Output = Result<Option<StoredWorkflow>, StoreError>> + Send;
+
+    /// Commits transitions in order, each atomically with its outbox and consumed message,
+    /// each compare-and-set on its version.
+    fn commit(
+        &self,
+        transitions: Vec<Transition>,
+    ) -> impl Future<Output = Result<Vec<CommitOutcome>, StoreError>> + Send;
+
+    /// Dead-lettered messages, newest first: (topic, reason, payload).
+    fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+}
+
+/// A message that could not be processed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its topic.
+    pub topic: String,
+    /// Its key.
+    pub key: String,
+    /// Why it was set aside.
+    pub reason: String,
+    /// The original bytes.
+    pub payload: Vec<u8>,
+}
+
+/// How much durability a store gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is on disk (fsync) before it is acknowledged. The default.
+    #[default]
+    Full,
+    /// Nothing on disk: for tests and for measuring the cost of durability.
+    InMemory,
+}
+
+/// The wall clock, used only by the runtime (never by workflow code).
+pub(crate) fn now() -> Timestamp {
+    Timestamp::wall_clock()
+}
+
+/// Milliseconds as `i64` for SQLite.
+pub(crate) fn millis(t: Timestamp) -> i64 {
+    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,750 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, written by one
+//! thread that groups every operation waiting at the time into one transaction (group commit).
+//! Each caller is answered only after the transaction holding its operation has committed, so
+//! an acknowledged change is on disk.
+//!
+//! Several processes may open the same file; SQLite serializes their writers, and
+//! compare-and-set on workflow versions keeps their transitions consistent.
+
+use super::{
+    millis, now, Activity, CommitOutcome, DeadLetter, Delivery, Durability, Outgoing, Received,
+    Settlement, StateStore, StoreError, StoredWorkflow, Transition, Transport, WorkflowHeader,
+    WorkflowState,
+};
+use infinitic_core::{decode, encode, HistoryEvent, Timestamp, WorkflowId};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Schema version stored in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Most operations grouped into one transaction.
+const MAX_BATCH: usize = 512;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queue (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic       TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    visible_at  INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_by_topic ON queue (topic, visible_at, id);
+CREATE TABLE IF NOT EXISTS workflows (
+    id          TEXT    PRIMARY KEY,
+    workflow    TEXT    NOT NULL,
+    method      TEXT    NOT NULL,
+    input       BLOB    NOT NULL,
+    started_at  INTEGER NOT NULL,
+    parent      BLOB,
+    state       BLOB    NOT NULL,
+    version     INTEGER NOT NULL,
+    history_len INTEGER NOT NULL DEFAULT 0,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    workflow_id TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    event       BLOB    NOT NULL,
+    PRIMARY KEY (workflow_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic       TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    reason      TEXT    NOT NULL,
+    at          INTEGER NOT NULL
+);
+";
+
+/// How to open the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the file if it does not exist (workers).
+    CreateIfMissing,
+    /// Fail with [`StoreError::Missing`] if it does not exist (clients).
+    MustExist,
+}
+
+/// The embedded store. Cheap to clone; all clones share one writer thread.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ops: mpsc::Sender<Op>,
+    commits: watch::Receiver<u64>,
+    path: PathBuf,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Op {
+    Publish(Vec<Outgoing>, Reply<()>),
+    Receive(Vec<String>, usize, Duration, Reply<Received>),
+    Settle(Vec<Settlement>, Reply<()>),
+    Commit(Vec<Transition>, Reply<Vec<CommitOutcome>>),
+    Load(WorkflowId, bool, Reply<Option<StoredWorkflow>>),
+    DeadLetters(usize, Reply<Vec<DeadLetter>>),
+}
+
+impl Op {
+    fn writes(&self) -> bool {
+        !matches!(self, Op::Load(..) | Op::DeadLetters(..))
+    }
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` with full durability.
+    pub fn open(path: impl AsRef<Path>, mode: OpenMode) -> Result<Self, StoreError> {
+        Self::open_with(path, mode, Durability::Full)
+    }
+
+    /// A non-durable store in memory (tests, and measuring the cost of durability).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::open_with(":memory:", OpenMode::CreateIfMissing, Durability::InMemory)
+    }
+
+    /// Opens with an explicit durability.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        mode: OpenMode,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let connection = open_connection(&path, mode, durability)?;
+        let (ops, queue) = mpsc::channel();
+        let (notify, commits) = watch::channel(0u64);
+        std::thread::Builder::new()
+            .name("infinitic-store-writer".into())
+            .spawn(move || Writer { connection, notify }.run(queue))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner { ops, commits, path }),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .ops
+            .send(op(reply))
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn open_connection(
+    path: &Path,
+    mode: OpenMode,
+    durability: Durability,
+) -> Result<Connection, StoreError> {
+    let shown = path.display().to_string();
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+        path: shown.clone(),
+        reason: e.to_string(),
+    };
+    let connection = match durability {
+        Durability::InMemory => Connection::open_in_memory().map_err(db)?,
+        Durability::Full => {
+            if mode == OpenMode::MustExist && !path.exists() {
+                return Err(StoreError::Missing { path: shown });
+            }
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            Connection::open_with_flags(path, flags).map_err(corrupt)?
+        }
+    };
+    connection
+        .busy_timeout(Duration::from_secs(30))
+        .map_err(db)?;
+    if durability == Durability::Full {
+        // WAL: readers do not block the writer. FULL: fsync on every commit, so an
+        // acknowledged change survives power loss (NORMAL would not).
+        let journal: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt {
+                path: shown,
+                reason: format!("cannot enable WAL (journal mode is {journal})"),
+            });
+        }
+        connection
+            .execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(corrupt)?;
+    }
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(corrupt)?;
+    match version {
+        0 => {
+            let tables: i64 = connection
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(corrupt)?;
+            if tables > 0 {
+                return Err(StoreError::Corrupt {
+                    path: shown,
+                    reason: "it is an SQLite database of another application".into(),
+                });
+            }
+            connection
+                .execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(corrupt)?;
+        }
+        SCHEMA_VERSION => {}
+        found => {
+            return Err(StoreError::SchemaVersion {
+                path: shown,
+                found,
+                expected: SCHEMA_VERSION,
+            })
+        }
+    }
+    Ok(connection)
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl Transport for SqliteStore {
+    async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), StoreError> {
+        self.call(|r| Op::Publish(messages, r)).await
+    }
+
+    async fn receive(
+        &self,
+        topics: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Received, StoreError> {
+        let topics = topics.to_vec();
+        self.call(|r| Op::Receive(topics, max, lease, r)).await
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), StoreError> {
+        if settlements.is_empty() {
+            return Ok(());
+        }
+        self.call(|r| Op::Settle(settlements, r)).await
+    }
+
+    fn activity(&self) -> Activity {
+        Activity::new(self.inner.commits.clone())
+    }
+}
+
+impl StateStore for SqliteStore {
+    async fn load(
+        &self,
+        id: &WorkflowId,
+        with_history: bool,
+    ) -> Result<Option<StoredWorkflow>, StoreError> {
+        let id = id.clone();
+        self.call(|r| Op::Load(id, with_history, r)).await
+    }
+
+    async fn commit(&self, transitions: Vec<Transition>) -> Result<Vec<CommitOutcome>, StoreError> {
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|r| Op::Commit(transitions, r)).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.call(|r| Op::DeadLetters(limit, r)).await
+    }
+}
+
+/// The single writer: owns the connection, runs batches of operations in transactions.
+struct Writer {
+    connection: Connection,
+    notify: watch::Sender<u64>,
+}
+
+/// An operation's answer, sent only after its transaction committed.
+enum Answer {
+    Unit(Reply<()>, Result<(), StoreError>),
+    Received(Reply<Received>, Result<Received, StoreError>),
+    Committed(
+        Reply<Vec<CommitOutcome>>,
+        Result<Vec<CommitOutcome>, StoreError>,
+    ),
+    Loaded(
+        Reply<Option<StoredWorkflow>>,
+        Result<Option<StoredWorkflow>, StoreError>,
+    ),
+    Dead(Reply<Vec<DeadLetter>>, Result<Vec<DeadLetter>, StoreError>),
+}
+
+impl Answer {
+    fn send(self, failure: Option<&StoreError>) {
+        macro_rules! reply {
+            ($tx:expr, $result:expr) => {{
+                let result = match failure {
+                    Some(e) => Err(e.clone()),
+                    None => $result,
+                };
+                let _ = $tx.send(result);
+            }};
+        }
+        match self {
+            Answer::Unit(tx, r) => reply!(tx, r),
+            Answer::Received(tx, r) => reply!(tx, r),
+            Answer::Committed(tx, r) => reply!(tx, r),
+            Answer::Loaded(tx, r) => reply!(tx, r),
+            Answer::Dead(tx, r) => reply!(tx, r),
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self, queue: mpsc::Receiver<Op>) {
+        while let Ok(first) = queue.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+    }
+
+    fn run_batch(&mut self, batch: Vec<Op>) {
+        let writes = batch.iter().any(Op::writes);
+        let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN" };
+        if let Err(e) = self.connection.execute_batch(begin) {
+            let error = db(e);
+            for op in batch {
+                self.answer(op, Some(&error));
+            }
+            return;
+        }
+        let answers: Vec<Answer> = batch.into_iter().map(|op| self.execute(op)).collect();
+        let failure = self.connection.execute_batch("COMMIT").err().map(db);
+        if failure.is_some() {
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+        for answer in answers {
+            answer.send(failure.as_ref());
+        }
+        if writes && failure.is_none() {
+            self.notify.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn answer(&mut self, op: Op, failure: Option<&StoreError>) {
+        match op {
+            Op::Publish(_, tx) | Op::Settle(_, tx) => {
+                let _ = tx.send(failed(failure));
+            }
+            Op::Receive(.., tx) => {
+                let _ = tx.send(failed(failure));
+            }
+            Op::Commit(_, tx) => {
+                let _ = tx.send(failed(failure));
+            }
+            Op::Load(.., tx) => {
+                let _ = tx.send(failed(failure));
+            }
+            Op::DeadLetters(_, tx) => {
+                let _ = tx.send(failed(failure));
+            }
+        }
+    }
+
+    /// Runs one operation inside the open transaction, isolated by a savepoint so its failure
+    /// does not undo the others.
+    fn execute(&mut self, op: Op) -> Answer {
+        let c = &self.connection;
+        match op {
+            Op::Publish(messages, tx) => {
+                Answer::Unit(tx, isolated(c, |c| insert_messages(c, &messages)))
+            }
+            Op::Receive(topics, max, lease, tx) => {
+                Answer::Received(tx, isolated(c, |c| receive(c, &topics, max, lease)))
+            }
+            Op::Settle(settlements, tx) => {
+                Answer::Unit(tx, isolated(c, |c| settle(c, &settlements)))
+            }
+            Op::Commit(transitions, tx) => {
+                let outcomes = transitions
+                    .iter()
+                    .map(|t| {
+                        isolated(c, |c| apply_transition(c, t)).map(|applied| {
+                            if applied {
+                                CommitOutcome::Committed
+                            } else {
+                                CommitOutcome::Conflict
+                            }
+                        })
+                    })
+                    .collect();
+                Answer::Committed(tx, outcomes)
+            }
+            Op::Load(id, with_history, tx) => Answer::Loaded(tx, load(c, &id, with_history)),
+            Op::DeadLetters(limit, tx) => Answer::Dead(tx, dead_letters(c, limit)),
+        }
+    }
+}
+
+fn failed<T>(failure: Option<&StoreError>) -> Result<T, StoreError> {
+    Err(failure.cloned().unwrap_or(StoreError::Closed))
+}
+
+/// Runs `f` in a savepoint: on `Err` or `Ok(false)`-like conflicts the caller decides; on
+/// error everything `f` did is rolled back.
+fn isolated<T>(
+    c: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    c.execute_batch("SAVEPOINT op").map_err(db)?;
+    match f(c) {
+        Ok(value) => {
+            c.execute_batch("RELEASE op").map_err(db)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
+            Err(e)
+        }
+    }
+}
+
+/// A transition that must not apply: roll back what it did so far.
+#[derive(Debug)]
+struct Conflict;
+
+fn insert_messages(c: &Connection, messages: &[Outgoing]) -> Result<(), StoreError> {
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO queue (topic, key, payload, visible_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(db)?;
+    for m in messages {
+        insert
+            .execute(params![m.topic, m.key, m.payload, millis(m.deliver_at)])
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+fn receive(
+    c: &Connection,
+    topics: &[String],
+    max: usize,
+    lease: Duration,
+) -> Result<Received, StoreError> {
+    let now = now();
+    let until = millis(now + lease);
+    let mut received = Received::default();
+    let mut select = c
+        .prepare_cached(
+            "SELECT id, key, payload, attempts, visible_at FROM queue
+             WHERE topic = ?1 ORDER BY visible_at, id LIMIT ?2",
+        )
+        .map_err(db)?;
+    let mut lease_one = c
+        .prepare_cached("UPDATE queue SET visible_at = ?1, attempts = attempts + 1 WHERE id = ?2")
+        .map_err(db)?;
+    for topic in topics {
+        let room = max.saturating_sub(received.deliveries.len());
+        let rows = select
+            .query_map(
+                params![topic, i64::try_from(room.max(1)).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        for (id, key, payload, attempts, visible_at) in rows {
+            let visible_at = Timestamp::from_millis(u64::try_from(visible_at).unwrap_or(0));
+            if visible_at > now || room == 0 {
+                received.next_visible_at = Some(
+                    received
+                        .next_visible_at
+                        .map_or(visible_at, |t| t.min(visible_at)),
+                );
+                break;
+            }
+            lease_one.execute(params![until, id]).map_err(db)?;
+            received.deliveries.push(Delivery {
+                id,
+                topic: topic.clone(),
+                key,
+                payload,
+                attempt: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
+            });
+        }
+    }
+    Ok(received)
+}
+
+fn settle(c: &Connection, settlements: &[Settlement]) -> Result<(), StoreError> {
+    let mut delete = c
+        .prepare_cached("DELETE FROM queue WHERE id = ?1")
+        .map_err(db)?;
+    for s in settlements {
+        match s {
+            Settlement::Ack { delivery, publish } => {
+                // Already gone (lease expired and another consumer settled it): the publish
+                // must not happen twice either.
+                if delete.execute([delivery]).map_err(db)? == 1 {
+                    insert_messages(c, publish)?;
+                }
+            }
+            Settlement::Retry { delivery, at } => {
+                c.prepare_cached("UPDATE queue SET visible_at = ?1 WHERE id = ?2")
+                    .map_err(db)?
+                    .execute(params![millis(*at), delivery])
+                    .map_err(db)?;
+            }
+            Settlement::DeadLetter {
+                delivery,
+                reason,
+                publish,
+            } => {
+                let moved = c
+                    .prepare_cached(
+                        "INSERT INTO dead_letters (topic, key, payload, reason, at)
+                         SELECT topic, key, payload, ?1, ?2 FROM queue WHERE id = ?3",
+                    )
+                    .map_err(db)?
+                    .execute(params![reason, millis(now()), delivery])
+                    .map_err(db)?;
+                if moved == 1 {
+                    delete.execute([delivery]).map_err(db)?;
+                    insert_messages(c, publish)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies one transition; `Ok(false)` when its compare-and-set fails (nothing applied).
+fn apply_transition(c: &Connection, t: &Transition) -> Result<bool, StoreError> {
+    match try_apply(c, t)? {
+        Ok(()) => Ok(true),
+        Err(Conflict) => {
+            // Undo this transition's partial work; `isolated` releases the savepoint.
+            c.execute_batch("ROLLBACK TO op").map_err(db)?;
+            Ok(false)
+        }
+    }
+}
+
+fn try_apply(c: &Connection, t: &Transition) -> Result<Result<(), Conflict>, StoreError> {
+    let id = t.workflow_id.as_str();
+    let state = encode(&t.state).map_err(|e| StoreError::Database(e.to_string()))?;
+    let now = millis(now());
+    let appended = i64::try_from(t.append.len()).unwrap_or(i64::MAX);
+    let history_start: i64 = if t.expected_version == 0 {
+        let Some(header) = &t.header else {
+            return Err(StoreError::Database(format!(
+                "creating workflow {id} needs its header"
+            )));
+        };
+        let parent = header
+            .parent
+            .as_ref()
+            .map(encode)
+            .transpose()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let inserted = c
+            .prepare_cached(
+                "INSERT INTO workflows (id, workflow, method, input, started_at, parent, state,
+                                        version, history_len, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .map_err(db)?
+            .execute(params![
+                id,
+                header.workflow,
+                header.method,
+                header.input,
+                millis(header.started_at),
+                parent,
+                state,
+                appended,
+                now
+            ])
+            .map_err(db)?;
+        if inserted == 0 {
+            return Ok(Err(Conflict));
+        }
+        0
+    } else {
+        let expected = i64::try_from(t.expected_version).unwrap_or(i64::MAX);
+        let previous_len: Option<i64> = c
+            .prepare_cached(
+                "UPDATE workflows SET state = ?1, version = version + 1,
+                        history_len = history_len + ?2, updated_at = ?3,
+                        started_at = coalesce(?5, started_at)
+                 WHERE id = ?4 AND version = ?6
+                 RETURNING history_len - ?2",
+            )
+            .map_err(db)?
+            .query_row(
+                params![
+                    state,
+                    appended,
+                    now,
+                    id,
+                    t.header.as_ref().map(|h| millis(h.started_at)),
+                    expected
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        match previous_len {
+            Some(len) => len,
+            None => return Ok(Err(Conflict)),
+        }
+    };
+    if let (Some(delivery), Some(reason)) = (t.consumed, &t.dead_letter) {
+        c.prepare_cached(
+            "INSERT INTO dead_letters (topic, key, payload, reason, at)
+             SELECT topic, key, payload, ?1, ?2 FROM queue WHERE id = ?3",
+        )
+        .map_err(db)?
+        .execute(params![reason, now, delivery])
+        .map_err(db)?;
+    }
+    if let Some(delivery) = t.consumed {
+        let deleted = c
+            .prepare_cached("DELETE FROM queue WHERE id = ?1")
+            .map_err(db)?
+            .execute([delivery])
+            .map_err(db)?;
+        if deleted == 0 {
+            // Another consumer already applied this message.
+            return Ok(Err(Conflict));
+        }
+    }
+    let mut append = c
+        .prepare_cached("INSERT INTO history (workflow_id, seq, event) VALUES (?1, ?2, ?3)")
+        .map_err(db)?;
+    for (i, event) in t.append.iter().enumerate() {
+        let bytes = encode(event).map_err(|e| StoreError::Database(e.to_string()))?;
+        let seq = history_start + i64::try_from(i).unwrap_or(i64::MAX);
+        append.execute(params![id, seq, bytes]).map_err(db)?;
+    }
+    insert_messages(c, &t.outbox)?;
+    Ok(Ok(()))
+}
+
+fn load(
+    c: &Connection,
+    id: &WorkflowId,
+    with_history: bool,
+) -> Result<Option<StoredWorkflow>, StoreError> {
+    let row = c
+        .prepare_cached(
+            "SELECT workflow, method, input, started_at, parent, state, version
+             FROM workflows WHERE id = ?1",
+        )
+        .map_err(db)?
+        .query_row([id.as_str()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .optional()
+        .map_err(db)?;
+    let Some((workflow, method, input, started_at, parent, state, version)) = row else {
+        return Ok(None);
+    };
+    let corrupt = |what: &str, e: infinitic_core::CodecError| {
+        StoreError::Database(format!("workflow {id}: undecodable {what}: {e}"))
+    };
+    let parent = parent
+        .map(|p| decode(&p))
+        .transpose()
+        .map_err(|e| corrupt("parent", e))?;
+    let state: WorkflowState = decode(&state).map_err(|e| corrupt("state", e))?;
+    let history = if with_history {
+        let mut select = c
+            .prepare_cached("SELECT event FROM history WHERE workflow_id = ?1 ORDER BY seq")
+            .map_err(db)?;
+        let rows = select
+            .query_map([id.as_str()], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(db)?;
+        let mut events = Vec::new();
+        for row in rows {
+            let bytes = row.map_err(db)?;
+            let event: HistoryEvent = decode(&bytes).map_err(|e| corrupt("history event", e))?;
+            events.push(event);
+        }
+        events
+    } else {
+        Vec::new()
+    };
+    Ok(Some(StoredWorkflow {
+        id: id.clone(),
+        header: WorkflowHeader {
+            workflow,
+            method,
+            input,
+            started_at: Timestamp::from_millis(u64::try_from(started_at).unwrap_or(0)),
+            parent,
+        },
+        state,
+        version: u64::try_from(version).unwrap_or(0),
+        history,
+    }))
+}
+
+fn dead_letters(c: &Connection, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    let mut select = c
+        .prepare_cached(
+            "SELECT topic, key, reason, payload FROM dead_letters ORDER BY id DESC LIMIT ?1",
+        )
+        .map_err(db)?;
+    let rows = select
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(DeadLetter {
+                topic: r.get(0)?,
+                key: r.get(1)?,
+                reason: r.get(2)?,
+                payload: r.get(3)?,
+            })
+        })
+        .map_err(db)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db)
+}
