@@ -31,12 +31,16 @@ impl EmailService for RecordingMailer {
 }
 
 const USER: UserId = UserId(7);
+const JANUARY: Month = Month {
+    year: 2026,
+    month: 1,
+};
 
 fn tester(months: u32, mailer: RecordingMailer) -> WorkflowTester {
     WorkflowTester::new()
         .with_id("billing-7")
         .service(SubscriptionServiceDispatcher::new(
-            FixedTermSubscriptions::new(months),
+            FixedTermSubscriptions::new(JANUARY, months),
         ))
         .service(ConsumptionServiceDispatcher::new(Metering))
         .service(PaymentServiceDispatcher::new(Payments::new(None)))
@@ -252,7 +256,7 @@ async fn an_email_that_times_out_fails_the_workflow_with_a_typed_error() {
 async fn a_missing_service_is_a_typed_unknown_failure_not_a_hang() {
     let run = WorkflowTester::new()
         .service(SubscriptionServiceDispatcher::new(
-            FixedTermSubscriptions::new(3),
+            FixedTermSubscriptions::new(JANUARY, 3),
         ))
         .run(
             workflow::Billing::default,

@@ -27,7 +27,7 @@ fn temp_db(name: &str) -> PathBuf {
 fn billing_worker(store: SqliteStore, months: u32) -> Worker<SqliteStore> {
     Worker::new(store)
         .service(SubscriptionServiceDispatcher::new(
-            FixedTermSubscriptions::new(months),
+            FixedTermSubscriptions::new(workflow::month_of(std::time::SystemTime::now()), months),
         ))
         .service(ConsumptionServiceDispatcher::new(Metering))
         .service(PaymentServiceDispatcher::new(Payments::new(Some(UserId(

@@ -75,8 +75,8 @@ pub struct Invoice {
 /// Is the user still subscribed? (Checked at the start of each month.)
 #[service]
 pub trait SubscriptionService {
-    /// True while the user's subscription is active.
-    async fn is_subscribed(&self, user: UserId) -> bool;
+    /// True if the user's subscription covers `month`.
+    async fn is_subscribed(&self, user: UserId, month: Month) -> bool;
 }
 
 /// Usage metering.

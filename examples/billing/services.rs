@@ -2,32 +2,25 @@
 //! follow the workflow; real ones would call your APIs.
 
 use super::contracts::*;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
-/// Subscribed for a fixed number of monthly checks per user, then unsubscribed.
+/// Every user is subscribed for a fixed number of months from a first month: stateless, so
+/// a restarted worker answers as before.
 pub struct FixedTermSubscriptions {
-    months: u32,
-    checks: Mutex<BTreeMap<UserId, u32>>,
+    end: Month,
 }
 
 impl FixedTermSubscriptions {
-    /// Each user stays subscribed for `months` checks.
-    pub fn new(months: u32) -> Self {
-        Self {
-            months,
-            checks: Mutex::new(BTreeMap::new()),
-        }
+    /// Subscribed for `months` months starting with `first`.
+    pub fn new(first: Month, months: u32) -> Self {
+        let end = (0..months).fold(first, |m, _| super::workflow::next_month(m));
+        Self { end }
     }
 }
 
 impl SubscriptionService for FixedTermSubscriptions {
-    async fn is_subscribed(&self, user: UserId) -> bool {
-        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = checks.entry(user).or_default();
-        *seen += 1;
-        let subscribed = *seen <= self.months;
+    async fn is_subscribed(&self, user: UserId, month: Month) -> bool {
+        let subscribed = month < self.end;
         if !subscribed {
             println!("[user {}] unsubscribed: billing ends", user.0);
         }

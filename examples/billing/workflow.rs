@@ -20,11 +20,13 @@ impl BillingWorkflow for Billing {
     async fn run(&self, subscription: Subscription) -> Result<BillingSummary, BillingError> {
         let user = subscription.user;
         let mut summary = BillingSummary::default();
-        loop {
+        let first_month = month_of(workflow::now());
+        for index in 0.. {
             // 1. Wait for the next month: a durable timer, it survives crashes and redeploys.
-            let (billed_month, next) = next_period(subscription.period, workflow::now());
+            let (billed_month, next) =
+                next_period(subscription.period, first_month, index, workflow::now());
             workflow::sleep_until(next).await;
-            if !self.subscriptions.is_subscribed(user).await? {
+            if !self.subscriptions.is_subscribed(user, billed_month).await? {
                 return Ok(summary);
             }
             // 2-5. Each call is a durable step: recorded, never repeated once done.
@@ -46,17 +48,27 @@ impl BillingWorkflow for Billing {
             summary.invoices.push(invoice.number.clone());
             self.email.send(user, invoice).await?;
         }
+        Ok(summary)
     }
 }
 
-/// The month being billed at `now` and when its billing starts.
-pub fn next_period(period: Period, now: SystemTime) -> (Month, SystemTime) {
+/// The month being billed in the `index`-th period and when its billing starts. Shortened
+/// months are labelled as consecutive calendar months from `first`.
+pub fn next_period(
+    period: Period,
+    first: Month,
+    index: u32,
+    now: SystemTime,
+) -> (Month, SystemTime) {
     match period {
         Period::CalendarMonth => {
             let current = month_of(now);
             (current, start_of(next_month(current)))
         }
-        Period::EveryMillis(millis) => (month_of(now), now + Duration::from_millis(millis)),
+        Period::EveryMillis(millis) => {
+            let month = (0..index).fold(first, |m, _| next_month(m));
+            (month, now + Duration::from_millis(millis))
+        }
     }
 }
 
@@ -68,7 +80,7 @@ pub fn month_of(t: SystemTime) -> Month {
     Month { year, month }
 }
 
-fn next_month(m: Month) -> Month {
+pub fn next_month(m: Month) -> Month {
     if m.month == 12 {
         Month {
             year: m.year + 1,

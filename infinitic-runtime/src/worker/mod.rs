@@ -27,6 +27,12 @@ pub struct WorkerConfig {
     pub workflow_batch: usize,
     /// How often to look for messages published by other processes.
     pub poll_interval: Duration,
+    /// How long a workflow event stays leased to this worker: after a crash, its events are
+    /// redelivered once this has passed.
+    pub workflow_lease: Duration,
+    /// A task stays leased for `task_timeout` plus this margin; after a crash, tasks in flight
+    /// are redelivered once it has passed.
+    pub task_lease_margin: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -38,6 +44,8 @@ impl Default for WorkerConfig {
             cache_capacity: 10_000,
             workflow_batch: 256,
             poll_interval: Duration::from_millis(50),
+            workflow_lease: Duration::from_secs(30),
+            task_lease_margin: Duration::from_secs(30),
         }
     }
 }

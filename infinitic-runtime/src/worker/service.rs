@@ -8,7 +8,6 @@ use infinitic_core::message::{decode_message, encode_message, Message};
 use infinitic_core::{CommandId, DispatchError, Service, StepOutcome, TaskError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -23,7 +22,7 @@ pub(super) async fn run<T: Transport>(
     let topics: Vec<String> = services.keys().map(|s| topics::service(s)).collect();
     let slots = Arc::new(Semaphore::new(config.service_concurrency.max(1)));
     // A task not settled within its lease is delivered again: give it time to time out first.
-    let lease = config.task_timeout + Duration::from_secs(30);
+    let lease = config.task_timeout + config.task_lease_margin;
     let mut running = JoinSet::new();
     let mut activity = transport.activity();
     while !*stop.borrow() {

@@ -19,11 +19,7 @@ use infinitic_core::{
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
-
-/// Lease of a workflow event: far longer than handling one batch takes.
-const LEASE: Duration = Duration::from_secs(30);
 
 pub(super) async fn run<S: Transport + StateStore>(
     store: S,
@@ -38,7 +34,7 @@ pub(super) async fn run<S: Transport + StateStore>(
     };
     let mut activity = store.activity();
     while !*stop.borrow() {
-        let received = match store.receive(&topics, config.workflow_batch, LEASE).await {
+        let received = match store.receive(&topics, config.workflow_batch, config.workflow_lease).await {
             Ok(received) => received,
             Err(error) => {
                 eprintln!("infinitic workflow worker: cannot receive events: {error}");
