@@ -57,7 +57,7 @@
 
 pub use infinitic_core::RetryPolicy;
 pub use infinitic_core::{
-    decode, encode, message, replay, workflow, Applied, CodecError, Command, CommandId,
+    decode, encode, message, replay, task, workflow, Applied, CodecError, Command, CommandId,
     CommandRecord, CommandSignature, Completion, DispatchError, History, HistoryEvent,
     IgnoredReason, MethodRun, Mismatch, NoError, ParkReason, Payload, Position, Progress,
     RejectedEvent, Replay, Service, ServiceCall, Start, Status, StepError, StepOutcome, TaskError,

@@ -23,6 +23,7 @@ mod panic;
 mod replay;
 mod retry;
 mod rng;
+pub mod task;
 mod time;
 pub mod workflow;
 

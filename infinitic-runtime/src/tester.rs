@@ -5,8 +5,9 @@
 //! at once, in order, moving the virtual workflow clock forward; chosen calls can be made to
 //! fail. The result comes back with the full history, which replays to the same commands.
 
+use infinitic_core::task::{TaskInfo, WithTask};
 use infinitic_core::{
-    decode, encode, Applied, Command, CommandRecord, Completion, DispatchError, History,
+    decode, encode, Applied, Command, CommandId, CommandRecord, Completion, DispatchError, History,
     HistoryEvent, MethodRun, ParkReason, Payload, Position, Progress, Service, Start, Status,
     StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall, WorkflowDefinition, WorkflowFactory,
     WorkflowId, WorkflowInstance,
@@ -333,7 +334,12 @@ impl WorkflowTester {
                         reason: format!("no service named `{service}` is registered"),
                     });
                 };
-                Ok(outcome_of(implementation.dispatch(method, args).await))
+                let info = TaskInfo {
+                    id: CommandId::new(parent.clone(), MethodRun(0), record.position),
+                    attempt: 1,
+                };
+                let call = WithTask::new(info, implementation.dispatch(method, args));
+                Ok(outcome_of(call.await))
             }
             Command::StartChild {
                 workflow,

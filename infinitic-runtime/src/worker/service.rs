@@ -5,6 +5,7 @@ use super::{jitter_random, WorkerConfig};
 use crate::store::{now, Delivery, Outgoing, Settlement, Transport};
 use crate::topics;
 use infinitic_core::message::{decode_message, encode_message, Message};
+use infinitic_core::task::{TaskInfo, WithTask};
 use infinitic_core::{CommandId, DispatchError, Service, StepOutcome, TaskError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -116,13 +117,15 @@ async fn handle(
         };
     };
     let attempt = delivery.attempt;
-    let result =
-        match tokio::time::timeout(config.task_timeout, implementation.dispatch(&method, &args))
-            .await
-        {
-            Ok(result) => result.map_err(Some),
-            Err(_elapsed) => Err(None),
-        };
+    let info = TaskInfo {
+        id: task.clone(),
+        attempt,
+    };
+    let call = WithTask::new(info, implementation.dispatch(&method, &args));
+    let result = match tokio::time::timeout(config.task_timeout, call).await {
+        Ok(result) => result.map_err(Some),
+        Err(_elapsed) => Err(None),
+    };
     let final_failure = match result {
         Ok(value) => {
             return Settlement::Ack {

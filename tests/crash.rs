@@ -1,0 +1,270 @@
+//! Crash test: a worker in a child process runs 200 workflows of 10 steps while the test
+//! SIGKILLs it at random moments and restarts it. Every workflow must finish with the right
+//! result, no step result may be applied twice (checked on the stored histories), and the
+//! service must see stable task ids, re-executed only for tasks in flight at a kill.
+
+use infinitic::prelude::*;
+use infinitic::store::sqlite::OpenMode;
+use infinitic::{
+    Client, HistoryEvent, SqliteStore, StateStore, Worker, WorkerConfig, WorkflowId, WorkflowState,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const WORKFLOWS: u64 = 200;
+const STEPS: u64 = 10;
+const MIN_KILLS: u32 = 5;
+const CONCURRENCY: usize = 16;
+
+#[service]
+pub trait Counter {
+    async fn increment(&self, n: u64) -> u64;
+}
+
+/// Appends `task-id attempt` per execution, one `write` each, so a SIGKILL loses no line.
+struct LoggingCounter {
+    log: Mutex<std::fs::File>,
+}
+
+impl Counter for LoggingCounter {
+    async fn increment(&self, n: u64) -> u64 {
+        let task = infinitic::task::current().expect("run as a task");
+        let line = format!("{} {}\n", task.id, task.attempt);
+        self.log
+            .lock()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .expect("log the execution");
+        // Keep tasks in flight long enough for kills to land mid-step.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        n + 1
+    }
+}
+
+#[workflow]
+pub trait Chain {
+    async fn run(&self, start: u64) -> u64;
+}
+
+#[derive(Default)]
+pub struct ChainImpl {
+    counter: CounterStub,
+}
+
+#[workflow]
+impl Chain for ChainImpl {
+    async fn run(&self, start: u64) -> u64 {
+        let mut n = start;
+        for _ in 0..STEPS {
+            n = match self.counter.increment(n).await {
+                Ok(next) => next,
+                Err(_) => return u64::MAX,
+            };
+        }
+        n
+    }
+}
+
+fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        service_concurrency: CONCURRENCY,
+        task_timeout: Duration::from_secs(2),
+        task_lease_margin: Duration::from_millis(500),
+        workflow_lease: Duration::from_millis(500),
+        poll_interval: Duration::from_millis(10),
+        ..WorkerConfig::default()
+    }
+}
+
+/// The child process: runs a worker until killed. Started by the test below through this same
+/// test binary; does nothing when run on its own.
+#[test]
+#[ignore = "run as a child process by workflows_survive_repeated_sigkill_of_their_worker"]
+fn crash_worker_child() {
+    let (Ok(db), Ok(log)) = (std::env::var("CRASH_DB"), std::env::var("CRASH_LOG")) else {
+        return;
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(&db, OpenMode::MustExist).unwrap();
+        let _running = Worker::new(store)
+            .service(CounterDispatcher::new(LoggingCounter {
+                log: Mutex::new(log),
+            }))
+            .workflow(ChainImpl::default)
+            .config(worker_config())
+            .start();
+        std::future::pending::<()>().await;
+    });
+}
+
+fn spawn_worker(db: &PathBuf, log: &PathBuf) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_worker_child",
+            "--test-threads=1",
+        ])
+        .env("CRASH_DB", db)
+        .env("CRASH_LOG", log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the worker process")
+}
+
+/// A small LCG: the kill schedule only needs to vary, and its seed is printed to replay it.
+struct Schedule(u64);
+impl Schedule {
+    fn next_millis(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        lo + (self.0 >> 33) % (hi - lo)
+    }
+}
+
+#[test]
+fn workflows_survive_repeated_sigkill_of_their_worker() {
+    let dir = std::env::temp_dir().join(format!("infinitic-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("crash.db");
+    let log = dir.join("executions.log");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = SqliteStore::open(&db, OpenMode::CreateIfMissing).unwrap();
+    let client = Client::new(store.clone());
+    let ids: Vec<WorkflowId> = (0..WORKFLOWS)
+        .map(|i| WorkflowId::new(format!("chain-{i}")))
+        .collect();
+    runtime.block_on(async {
+        for (i, id) in ids.iter().enumerate() {
+            client
+                .dispatch_with_id(id.clone(), ChainStub.run(i as u64 * 1000))
+                .await
+                .unwrap();
+        }
+    });
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("kill schedule seed: {seed}");
+    let mut schedule = Schedule(seed);
+    let all_done = || {
+        runtime.block_on(async {
+            let mut done = 0;
+            for id in &ids {
+                if let Some(WorkflowState::Completed(_)) = client.status(id).await.unwrap() {
+                    done += 1;
+                }
+            }
+            done
+        })
+    };
+    let started = Instant::now();
+    let mut kills = 0u32;
+    let mut done_at_kill = Vec::new();
+    while kills < MIN_KILLS + 2 {
+        let mut child = spawn_worker(&db, &log);
+        std::thread::sleep(Duration::from_millis(schedule.next_millis(40, 400)));
+        child.kill().expect("SIGKILL the worker");
+        child.wait().unwrap();
+        kills += 1;
+        done_at_kill.push(all_done());
+    }
+    println!("kills: {kills}; workflows completed at each kill: {done_at_kill:?}");
+    let mut child = spawn_worker(&db, &log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while all_done() < WORKFLOWS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "workflows did not all finish in time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!(
+        "all {WORKFLOWS} completed {:.1?} after the first start",
+        started.elapsed()
+    );
+    assert!(
+        done_at_kill.iter().any(|&d| d < WORKFLOWS as usize),
+        "at least one kill must land while workflows are running: {done_at_kill:?}"
+    );
+
+    // Right results, and each step applied exactly once.
+    runtime.block_on(async {
+        for (i, id) in ids.iter().enumerate() {
+            let stored = store.load(id, true).await.unwrap().unwrap();
+            let WorkflowState::Completed(bytes) = &stored.state else {
+                panic!("{id} is {:?}", stored.state);
+            };
+            let result: u64 = infinitic::decode(bytes).unwrap();
+            assert_eq!(result, i as u64 * 1000 + STEPS, "{id}");
+            let mut completed: BTreeMap<u32, usize> = BTreeMap::new();
+            let mut scheduled = Vec::new();
+            for event in &stored.history {
+                match event {
+                    HistoryEvent::Completed(c) => *completed.entry(c.position).or_default() += 1,
+                    HistoryEvent::Scheduled(r) => scheduled.push(r.position),
+                }
+            }
+            assert_eq!(scheduled, (0..STEPS as u32).collect::<Vec<_>>(), "{id}");
+            assert!(
+                completed.values().all(|&n| n == 1) && completed.len() == STEPS as usize,
+                "{id}: a step result was applied twice or not at all: {completed:?}"
+            );
+        }
+    });
+
+    // Stable task ids; re-executions only for tasks in flight at a kill.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut executions: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in text.lines() {
+        let task = line.split(' ').next().unwrap();
+        *executions.entry(task).or_default() += 1;
+    }
+    let expected: BTreeSet<String> = ids
+        .iter()
+        .flat_map(|id| (0..STEPS).map(move |p| format!("{id}/0/{p}")))
+        .collect();
+    let seen: BTreeSet<String> = executions.keys().map(|k| k.to_string()).collect();
+    assert_eq!(
+        seen, expected,
+        "every task ran under its stable id, and no other id appeared"
+    );
+    let reexecuted = executions.values().filter(|&&n| n > 1).count();
+    let extra: usize = executions.values().map(|n| n - 1).sum();
+    println!(
+        "task executions: {} for {} tasks; {reexecuted} tasks re-executed ({extra} extra runs) over {kills} kills",
+        text.lines().count(),
+        expected.len()
+    );
+    assert!(
+        extra <= kills as usize * CONCURRENCY,
+        "re-executions ({extra}) exceed the tasks that can be in flight at {kills} kills"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
