@@ -120,12 +120,7 @@ async fn dead_letter_reasons(s: &Setup) -> Vec<String> {
 }
 
 fn raw(topic: &str, key: &str, payload: Vec<u8>) -> Outgoing {
-    Outgoing {
-        topic: topic.into(),
-        key: key.into(),
-        payload,
-        deliver_at: Timestamp::from_millis(0),
-    }
+    Outgoing::new(topic, key, payload, Timestamp::from_millis(0))
 }
 
 async fn wait_for_dead_letters(s: &Setup, count: usize) -> Vec<String> {

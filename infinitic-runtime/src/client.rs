@@ -62,7 +62,7 @@ impl<S: Transport + StateStore + Clone> Client<S> {
     pub fn new(store: S) -> Self {
         Self {
             store,
-            poll_interval: Duration::from_millis(20),
+            poll_interval: Duration::from_millis(50),
         }
     }
 
@@ -88,18 +88,18 @@ impl<S: Transport + StateStore + Clone> Client<S> {
             .map_err(|e| ClientError::BadCall(e.to_string()))?
             .clone();
         let at = now();
-        let start = Outgoing {
-            topic: topics::workflow(call.workflow()),
-            key: id.to_string(),
-            payload: encode_message(&Message::StartWorkflow {
+        let start = Outgoing::new(
+            topics::workflow(call.workflow()),
+            id.to_string(),
+            encode_message(&Message::StartWorkflow {
                 workflow_id: id.clone(),
                 workflow: call.workflow().to_string(),
                 method: call.method().to_string(),
                 input: input.clone(),
                 parent: None,
             }),
-            deliver_at: at,
-        };
+            at,
+        );
         let transition = Transition {
             workflow_id: id.clone(),
             expected_version: 0,
@@ -188,13 +188,13 @@ impl<R: DeserializeOwned, S: Transport + StateStore + Clone> WorkflowHandle<R, S
 
     /// Waits for the result.
     pub async fn result(&self) -> Result<R, ClientError> {
-        let mut activity = self.client.store.activity();
+        let mut finished = self.client.store.finished();
         loop {
             if let Some(result) = self.try_result().await? {
                 return Ok(result);
             }
-            // Woken by any commit of this process; other processes' commits are polled.
-            activity.wait(self.client.poll_interval).await;
+            // Woken when this process finishes it; other processes' commits are polled.
+            finished.wait_for(&self.id, self.client.poll_interval).await;
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Topic names: one per service (its tasks) and one per workflow (its events, keyed by
 //! instance id).
 
+/// What every service topic starts with.
+pub const SERVICE_PREFIX: &str = "service:";
+
 /// The topic a service's tasks are published on.
 pub fn service(name: &str) -> String {
-    format!("service:{name}")
+    format!("{SERVICE_PREFIX}{name}")
 }
 
 /// The topic a workflow's events (starts, step outcomes, timers) are published on.

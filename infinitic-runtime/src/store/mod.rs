@@ -30,6 +30,28 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
     /// Not delivered before this time (timers, retry backoff).
     pub deliver_at: Timestamp,
+    /// `Some(lease)`: the sender processes this message itself, in memory, right after the
+    /// commit; it is stored already leased for `lease` (to be redelivered only if the sender
+    /// dies) and the commit returns it as a [`Delivery`].
+    pub local_lease: Option<Duration>,
+}
+
+impl Outgoing {
+    /// A message for any consumer of `topic`, deliverable from `deliver_at`.
+    pub fn new(
+        topic: impl Into<String>,
+        key: impl Into<String>,
+        payload: Vec<u8>,
+        deliver_at: Timestamp,
+    ) -> Self {
+        Self {
+            topic: topic.into(),
+            key: key.into(),
+            payload,
+            deliver_at,
+            local_lease: None,
+        }
+    }
 }
 
 /// A message leased to this consumer.
@@ -163,10 +185,13 @@ pub struct Transition {
 }
 
 /// The result of one transition of a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
-    /// Durable.
-    Committed,
+    /// Durable; `local` are its outbox messages that the sender asked to process itself.
+    Committed {
+        /// Deliveries of the messages sent with `local_lease`.
+        local: Vec<Delivery>,
+    },
     /// Not applied: the version moved on, or the consumed message was already consumed.
     Conflict,
 }
@@ -271,11 +296,41 @@ pub trait StateStore: Send + Sync + 'static {
         transitions: Vec<Transition>,
     ) -> impl Future<Output = Result<Vec<CommitOutcome>, StoreError>> + Send;
 
+    /// A subscription to instances reaching a final state through this process's commits.
+    fn finished(&self) -> Finished;
+
     /// Dead-lettered messages, newest first: (topic, reason, payload).
     fn dead_letters(
         &self,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+}
+
+/// Tells waiting clients which instances reached a final state. Subscribe before checking the
+/// state, so a change in between is not missed.
+#[derive(Debug)]
+pub struct Finished(tokio::sync::broadcast::Receiver<WorkflowId>);
+
+impl Finished {
+    /// Wraps a broadcast of finished instance ids.
+    pub fn new(ids: tokio::sync::broadcast::Receiver<WorkflowId>) -> Self {
+        Self(ids)
+    }
+
+    /// Resolves when `id` finished through this process, when notifications were missed (look
+    /// again), or after `timeout` (other processes' commits are only seen by looking again).
+    pub async fn wait_for(&mut self, id: &WorkflowId, timeout: Duration) {
+        let wait = async {
+            loop {
+                match self.0.recv().await {
+                    Ok(finished) if finished == *id => return,
+                    Ok(_) => continue,
+                    Err(_) => return, // lagged or closed: look again
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+    }
 }
 
 /// A message that could not be processed.

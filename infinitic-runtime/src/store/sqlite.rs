@@ -7,17 +7,18 @@
 //! compare-and-set on workflow versions keeps their transitions consistent.
 
 use super::{
-    millis, now, Activity, CommitOutcome, DeadLetter, Delivery, Durability, Outgoing, Received,
-    Settlement, StateStore, StoreError, StoredWorkflow, Transition, Transport, WorkflowHeader,
-    WorkflowState,
+    millis, now, Activity, CommitOutcome, DeadLetter, Delivery, Durability, Finished, Outgoing,
+    Received, Settlement, StateStore, StoreError, StoredWorkflow, Transition, Transport,
+    WorkflowHeader, WorkflowState,
 };
 use infinitic_core::{decode, encode, HistoryEvent, Timestamp, WorkflowId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 /// Schema version stored in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -82,6 +83,7 @@ pub struct SqliteStore {
 struct Inner {
     ops: mpsc::Sender<Op>,
     commits: watch::Receiver<u64>,
+    finished: broadcast::Sender<WorkflowId>,
     path: PathBuf,
 }
 
@@ -123,12 +125,24 @@ impl SqliteStore {
         let connection = open_connection(&path, mode, durability)?;
         let (ops, queue) = mpsc::channel();
         let (notify, commits) = watch::channel(0u64);
+        let (finished, _) = broadcast::channel(4096);
+        let writer = Writer {
+            connection,
+            notify,
+            finished: finished.clone(),
+            effects: Effects::default(),
+        };
         std::thread::Builder::new()
             .name("infinitic-store-writer".into())
-            .spawn(move || Writer { connection, notify }.run(queue))
+            .spawn(move || writer.run(queue))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
-            inner: Arc::new(Inner { ops, commits, path }),
+            inner: Arc::new(Inner {
+                ops,
+                commits,
+                finished,
+                path,
+            }),
         })
     }
 
@@ -268,6 +282,10 @@ impl StateStore for SqliteStore {
         self.call(|r| Op::Commit(transitions, r)).await
     }
 
+    fn finished(&self) -> Finished {
+        Finished::new(self.inner.finished.subscribe())
+    }
+
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.call(|r| Op::DeadLetters(limit, r)).await
     }
@@ -277,6 +295,17 @@ impl StateStore for SqliteStore {
 struct Writer {
     connection: Connection,
     notify: watch::Sender<u64>,
+    finished: broadcast::Sender<WorkflowId>,
+    effects: Effects,
+}
+
+/// What a batch did that others should hear about once it has committed.
+#[derive(Default)]
+struct Effects {
+    /// Messages were published for any consumer (not only for their sender).
+    published: Cell<bool>,
+    /// Instances that reached a final state.
+    finished: RefCell<Vec<WorkflowId>>,
 }
 
 /// An operation's answer, sent only after its transaction committed.
@@ -339,6 +368,8 @@ impl Writer {
             }
             return;
         }
+        self.effects.published.set(false);
+        self.effects.finished.borrow_mut().clear();
         let answers: Vec<Answer> = batch.into_iter().map(|op| self.execute(op)).collect();
         let failure = self.connection.execute_batch("COMMIT").err().map(db);
         if failure.is_some() {
@@ -347,8 +378,13 @@ impl Writer {
         for answer in answers {
             answer.send(failure.as_ref());
         }
-        if writes && failure.is_none() {
-            self.notify.send_modify(|n| *n += 1);
+        if failure.is_none() {
+            if self.effects.published.get() {
+                self.notify.send_modify(|n| *n += 1);
+            }
+            for id in self.effects.finished.borrow_mut().drain(..) {
+                let _ = self.finished.send(id);
+            }
         }
     }
 
@@ -376,26 +412,25 @@ impl Writer {
     /// does not undo the others.
     fn execute(&mut self, op: Op) -> Answer {
         let c = &self.connection;
+        let e = &self.effects;
         match op {
-            Op::Publish(messages, tx) => {
-                Answer::Unit(tx, isolated(c, |c| insert_messages(c, &messages)))
-            }
+            Op::Publish(messages, tx) => Answer::Unit(
+                tx,
+                isolated(c, |c| insert_messages(c, e, &messages).map(drop)),
+            ),
             Op::Receive(topics, max, lease, tx) => {
                 Answer::Received(tx, isolated(c, |c| receive(c, &topics, max, lease)))
             }
             Op::Settle(settlements, tx) => {
-                Answer::Unit(tx, isolated(c, |c| settle(c, &settlements)))
+                Answer::Unit(tx, isolated(c, |c| settle(c, e, &settlements)))
             }
             Op::Commit(transitions, tx) => {
                 let outcomes = transitions
                     .iter()
                     .map(|t| {
-                        isolated(c, |c| apply_transition(c, t)).map(|applied| {
-                            if applied {
-                                CommitOutcome::Committed
-                            } else {
-                                CommitOutcome::Conflict
-                            }
+                        isolated(c, |c| apply_transition(c, e, t)).map(|applied| match applied {
+                            Some(local) => CommitOutcome::Committed { local },
+                            None => CommitOutcome::Conflict,
                         })
                     })
                     .collect();
@@ -434,18 +469,44 @@ fn isolated<T>(
 #[derive(Debug)]
 struct Conflict;
 
-fn insert_messages(c: &Connection, messages: &[Outgoing]) -> Result<(), StoreError> {
+/// Inserts messages; returns the deliveries of those the sender processes itself.
+fn insert_messages(
+    c: &Connection,
+    effects: &Effects,
+    messages: &[Outgoing],
+) -> Result<Vec<Delivery>, StoreError> {
     let mut insert = c
         .prepare_cached(
-            "INSERT INTO queue (topic, key, payload, visible_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO queue (topic, key, payload, visible_at, attempts)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
         )
         .map_err(db)?;
+    let mut local = Vec::new();
     for m in messages {
-        insert
-            .execute(params![m.topic, m.key, m.payload, millis(m.deliver_at)])
+        let (visible_at, attempts) = match m.local_lease {
+            Some(lease) => (m.deliver_at.max(now()) + lease, 1),
+            None => {
+                effects.published.set(true);
+                (m.deliver_at, 0)
+            }
+        };
+        let id: i64 = insert
+            .query_row(
+                params![m.topic, m.key, m.payload, millis(visible_at), attempts],
+                |r| r.get(0),
+            )
             .map_err(db)?;
+        if m.local_lease.is_some() {
+            local.push(Delivery {
+                id,
+                topic: m.topic.clone(),
+                key: m.key.clone(),
+                payload: m.payload.clone(),
+                attempt: 1,
+            });
+        }
     }
-    Ok(())
+    Ok(local)
 }
 
 fn receive(
@@ -507,7 +568,7 @@ fn receive(
     Ok(received)
 }
 
-fn settle(c: &Connection, settlements: &[Settlement]) -> Result<(), StoreError> {
+fn settle(c: &Connection, effects: &Effects, settlements: &[Settlement]) -> Result<(), StoreError> {
     let mut delete = c
         .prepare_cached("DELETE FROM queue WHERE id = ?1")
         .map_err(db)?;
@@ -517,7 +578,7 @@ fn settle(c: &Connection, settlements: &[Settlement]) -> Result<(), StoreError> 
                 // Already gone (lease expired and another consumer settled it): the publish
                 // must not happen twice either.
                 if delete.execute([delivery]).map_err(db)? == 1 {
-                    insert_messages(c, publish)?;
+                    insert_messages(c, effects, publish)?;
                 }
             }
             Settlement::Retry { delivery, at } => {
@@ -541,7 +602,7 @@ fn settle(c: &Connection, settlements: &[Settlement]) -> Result<(), StoreError> 
                     .map_err(db)?;
                 if moved == 1 {
                     delete.execute([delivery]).map_err(db)?;
-                    insert_messages(c, publish)?;
+                    insert_messages(c, effects, publish)?;
                 }
             }
         }
@@ -549,19 +610,33 @@ fn settle(c: &Connection, settlements: &[Settlement]) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Applies one transition; `Ok(false)` when its compare-and-set fails (nothing applied).
-fn apply_transition(c: &Connection, t: &Transition) -> Result<bool, StoreError> {
-    match try_apply(c, t)? {
-        Ok(()) => Ok(true),
+/// Applies one transition: `Some(local deliveries)`, or `None` when its compare-and-set fails
+/// (then nothing of it is applied).
+fn apply_transition(
+    c: &Connection,
+    effects: &Effects,
+    t: &Transition,
+) -> Result<Option<Vec<Delivery>>, StoreError> {
+    match try_apply(c, effects, t)? {
+        Ok(local) => {
+            if t.state.is_final() {
+                effects.finished.borrow_mut().push(t.workflow_id.clone());
+            }
+            Ok(Some(local))
+        }
         Err(Conflict) => {
             // Undo this transition's partial work; `isolated` releases the savepoint.
             c.execute_batch("ROLLBACK TO op").map_err(db)?;
-            Ok(false)
+            Ok(None)
         }
     }
 }
 
-fn try_apply(c: &Connection, t: &Transition) -> Result<Result<(), Conflict>, StoreError> {
+fn try_apply(
+    c: &Connection,
+    effects: &Effects,
+    t: &Transition,
+) -> Result<Result<Vec<Delivery>, Conflict>, StoreError> {
     let id = t.workflow_id.as_str();
     let state = encode(&t.state).map_err(|e| StoreError::Database(e.to_string()))?;
     let now = millis(now());
@@ -659,8 +734,7 @@ fn try_apply(c: &Connection, t: &Transition) -> Result<Result<(), Conflict>, Sto
         let seq = history_start + i64::try_from(i).unwrap_or(i64::MAX);
         append.execute(params![id, seq, bytes]).map_err(db)?;
     }
-    insert_messages(c, &t.outbox)?;
-    Ok(Ok(()))
+    insert_messages(c, effects, &t.outbox).map(Ok)
 }
 
 fn load(

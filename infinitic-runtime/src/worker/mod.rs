@@ -6,10 +6,11 @@ mod workflow;
 
 use crate::store::{StateStore, Transport};
 use infinitic_core::{RetryPolicy, Service, Workflow, WorkflowDefinition, WorkflowFactory};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 /// How workers behave.
@@ -108,23 +109,39 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
     }
 
     /// Starts the workers on the current tokio runtime.
+    ///
+    /// When one worker hosts both a workflow and the services it calls, a step costs one commit:
+    /// the task is handed to the local service worker in memory right after the commit that
+    /// recorded it, and its result comes back in memory to be committed with the workflow's
+    /// next transition. The queue rows stay leased meanwhile, so a crash loses nothing.
     pub fn start(self) -> RunningWorker {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        let store = Arc::new(self.store);
+        let local_services: BTreeSet<String> = self.services.keys().cloned().collect();
+        let local_workflows: BTreeSet<String> = self.workflows.keys().cloned().collect();
+        let (task_inbox, task_rx) = Inbox::channel();
+        let (event_inbox, event_rx) = Inbox::channel();
+        let to_services = (!self.services.is_empty()).then(|| task_inbox.clone());
+        let to_workflows = (!self.workflows.is_empty()).then(|| event_inbox.clone());
         if !self.services.is_empty() {
             tasks.spawn(service::run(
-                self.store.clone(),
+                Arc::clone(&store),
                 self.services,
                 self.config.clone(),
                 stopped.clone(),
+                (task_inbox, task_rx),
+                to_workflows.map(|inbox| (local_workflows, inbox)),
             ));
         }
         if !self.workflows.is_empty() {
             tasks.spawn(workflow::run(
-                self.store,
+                store,
                 self.workflows,
                 self.config,
                 stopped,
+                (event_inbox, event_rx),
+                to_services.map(|inbox| (local_services, inbox)),
             ));
         }
         RunningWorker { stop, tasks }
@@ -174,6 +191,79 @@ impl RunningWorker {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// An in-memory channel of work for a worker loop, counting what is queued so the loop that
+/// leases messages from the store does not lease more than can be handled soon.
+#[derive(Debug)]
+pub(crate) struct Inbox<T> {
+    tx: mpsc::UnboundedSender<T>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl<T> Clone for Inbox<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            queued: Arc::clone(&self.queued),
+        }
+    }
+}
+
+/// The receiving end of an [`Inbox`].
+#[derive(Debug)]
+pub(crate) struct Outbox<T> {
+    rx: mpsc::UnboundedReceiver<T>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl<T> Inbox<T> {
+    pub(crate) fn channel() -> (Inbox<T>, Outbox<T>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Inbox {
+                tx,
+                queued: Arc::clone(&queued),
+            },
+            Outbox { rx, queued },
+        )
+    }
+
+    /// Queues an item; gives it back if the loop has stopped.
+    pub(crate) fn send(&self, item: T) -> Result<(), T> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(item).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            e.0
+        })
+    }
+
+    /// Items queued and not yet taken.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+impl<T> Outbox<T> {
+    /// Waits for at least one item and takes up to `max`; 0 when every sender is gone.
+    pub(crate) async fn recv_many(&mut self, into: &mut Vec<T>, max: usize) -> usize {
+        let n = self.rx.recv_many(into, max).await;
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Takes one item if there is one.
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
+        let item = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        Some(item)
+    }
+}
+
+/// Resolves once `stop` is set.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// A number in `[0, 1)` for retry jitter: not deterministic, and need not be.

@@ -1,92 +1,160 @@
-//! The service worker: leases tasks, runs them with a timeout, retries by policy, and reports
-//! each task's final outcome to the workflow that waits for it.
+//! The service worker: runs tasks with a timeout, retries by policy, and reports each task's
+//! final outcome to the workflow that waits for it: in memory when that workflow's worker runs
+//! in this process, through the store otherwise.
 
-use super::{jitter_random, WorkerConfig};
-use crate::store::{now, Delivery, Outgoing, Settlement, Transport};
+use super::workflow::WorkflowInput;
+use super::{jitter_random, stopped, Inbox, Outbox, WorkerConfig};
+use crate::store::{now, Delivery, DeliveryId, Outgoing, Settlement, Transport};
 use crate::topics;
 use infinitic_core::message::{decode_message, encode_message, Message};
 use infinitic_core::task::{TaskInfo, WithTask};
 use infinitic_core::{CommandId, DispatchError, Service, StepOutcome, TaskError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// Workflows hosted by this process, and where their events go.
+pub(super) type LocalWorkflows = (BTreeSet<String>, Inbox<WorkflowInput>);
+
 pub(super) async fn run<T: Transport>(
-    transport: T,
+    transport: Arc<T>,
     services: BTreeMap<String, Arc<dyn Service>>,
     config: WorkerConfig,
     mut stop: watch::Receiver<bool>,
+    (inbox, mut tasks): (Inbox<Delivery>, Outbox<Delivery>),
+    local: Option<LocalWorkflows>,
 ) {
-    let transport = Arc::new(transport);
     let services = Arc::new(services);
-    let topics: Vec<String> = services.keys().map(|s| topics::service(s)).collect();
+    let local = Arc::new(local);
     let slots = Arc::new(Semaphore::new(config.service_concurrency.max(1)));
-    // A task not settled within its lease is delivered again: give it time to time out first.
-    let lease = config.task_timeout + config.task_lease_margin;
+    let receiver = tokio::spawn(receive_tasks(
+        Arc::clone(&transport),
+        services.keys().map(|s| topics::service(s)).collect(),
+        Arc::clone(&slots),
+        config.clone(),
+        stop.clone(),
+        inbox,
+    ));
     let mut running = JoinSet::new();
-    let mut activity = transport.activity();
-    while !*stop.borrow() {
-        while running.try_join_next().is_some() {}
-        let free = slots.available_permits();
-        if free == 0 {
-            tokio::select! {
-                _ = running.join_next() => {}
-                _ = stop.changed() => {}
-            }
-            continue;
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            n = tasks.recv_many(&mut batch, 64) => if n == 0 { break },
         }
-        let received = match transport.receive(&topics, free, lease).await {
-            Ok(received) => received,
-            Err(error) => {
-                eprintln!("infinitic service worker: cannot receive tasks: {error}");
-                tokio::time::sleep(config.poll_interval).await;
-                continue;
-            }
-        };
-        if received.deliveries.is_empty() {
-            let wait = received.next_visible_at.map_or(config.poll_interval, |t| {
-                t.saturating_duration_since(now()).min(config.poll_interval)
-            });
-            tokio::select! {
-                _ = activity.wait(wait) => {}
-                _ = stop.changed() => {}
-            }
-            continue;
-        }
-        for delivery in received.deliveries {
+        for delivery in batch.drain(..) {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 break;
             };
-            let transport = Arc::clone(&transport);
-            let services = Arc::clone(&services);
-            let config = config.clone();
+            let (transport, services, local, config) = (
+                Arc::clone(&transport),
+                Arc::clone(&services),
+                Arc::clone(&local),
+                config.clone(),
+            );
             running.spawn(async move {
-                let settlement = handle(&services, &config, delivery).await;
-                if let Err(error) = transport.settle(vec![settlement]).await {
-                    // The lease expires and the task is delivered again.
-                    eprintln!("infinitic service worker: cannot settle a task: {error}");
-                }
+                let end = execute(&services, &config, delivery).await;
+                report(&*transport, local.as_ref().as_ref(), end).await;
                 drop(permit);
             });
         }
+        while running.try_join_next().is_some() {}
     }
-    // Graceful shutdown: in-flight tasks finish and settle.
+    // Graceful shutdown: tasks handed over but not started go back to the queue at once,
+    // tasks in flight finish and report.
+    let _ = receiver.await;
+    let mut back = Vec::new();
+    while let Some(delivery) = tasks.try_recv() {
+        back.push(Settlement::Retry {
+            delivery: delivery.id,
+            at: now(),
+        });
+    }
+    if let Err(error) = transport.settle(back).await {
+        eprintln!("infinitic service worker: cannot release unstarted tasks: {error}");
+    }
     while running.join_next().await.is_some() {}
 }
 
-async fn handle(
+/// Leases tasks published through the store (by other processes, retries, redeliveries after
+/// a crash) while there is room to run them.
+async fn receive_tasks<T: Transport>(
+    transport: Arc<T>,
+    topics: Vec<String>,
+    slots: Arc<Semaphore>,
+    config: WorkerConfig,
+    mut stop: watch::Receiver<bool>,
+    inbox: Inbox<Delivery>,
+) {
+    // A task not settled within its lease is delivered again: give it time to time out first.
+    let lease = config.task_timeout + config.task_lease_margin;
+    let mut activity = transport.activity();
+    while !*stop.borrow() {
+        let room = slots.available_permits().saturating_sub(inbox.queued());
+        let wait = if room == 0 {
+            config.poll_interval.min(Duration::from_millis(5))
+        } else {
+            match transport.receive(&topics, room, lease).await {
+                Ok(received) if !received.deliveries.is_empty() => {
+                    for delivery in received.deliveries {
+                        if inbox.send(delivery).is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(received) => received.next_visible_at.map_or(config.poll_interval, |t| {
+                    t.saturating_duration_since(now()).min(config.poll_interval)
+                }),
+                Err(error) => {
+                    eprintln!("infinitic service worker: cannot receive tasks: {error}");
+                    config.poll_interval
+                }
+            }
+        };
+        tokio::select! {
+            _ = activity.wait(wait) => {}
+            _ = stopped(&mut stop) => {}
+        }
+    }
+}
+
+/// How one attempt ended, and what to do about it.
+enum TaskEnd {
+    /// Tell the workflow; also dead-letter the task message when `dead_letter` is set.
+    Reply {
+        delivery: DeliveryId,
+        workflow: String,
+        command: CommandId,
+        outcome: StepOutcome,
+        dead_letter: Option<String>,
+    },
+    /// Run it again later.
+    Retry {
+        delivery: DeliveryId,
+        at: infinitic_core::Timestamp,
+    },
+    /// Unreadable: nobody to tell.
+    DeadLetter {
+        delivery: DeliveryId,
+        reason: String,
+    },
+}
+
+async fn execute(
     services: &BTreeMap<String, Arc<dyn Service>>,
     config: &WorkerConfig,
     delivery: Delivery,
-) -> Settlement {
+) -> TaskEnd {
     let message = match decode_message(&delivery.payload) {
         Ok(message) => message,
         Err(error) => {
-            return Settlement::DeadLetter {
+            return TaskEnd::DeadLetter {
                 delivery: delivery.id,
                 reason: format!("undecodable task message: {error}"),
-                publish: Vec::new(),
             }
         }
     };
@@ -99,22 +167,26 @@ async fn handle(
         ..
     } = message
     else {
-        return Settlement::DeadLetter {
+        return TaskEnd::DeadLetter {
             delivery: delivery.id,
             reason: format!("not a task message on {}: {message:?}", delivery.topic),
-            publish: Vec::new(),
         };
     };
-    let reply = |outcome: StepOutcome| vec![completion(&workflow, &task, outcome)];
+    let reply = |outcome: StepOutcome, dead_letter: Option<String>| TaskEnd::Reply {
+        delivery: delivery.id,
+        workflow: workflow.clone(),
+        command: task.clone(),
+        outcome,
+        dead_letter,
+    };
     let Some(implementation) = services.get(&service) else {
         let reason = format!("no service named `{service}` is registered on this worker");
-        return Settlement::DeadLetter {
-            delivery: delivery.id,
-            publish: reply(StepOutcome::Unknown {
+        return reply(
+            StepOutcome::Unknown {
                 reason: reason.clone(),
-            }),
-            reason,
-        };
+            },
+            Some(reason),
+        );
     };
     let attempt = delivery.attempt;
     let info = TaskInfo {
@@ -127,12 +199,7 @@ async fn handle(
         Err(_elapsed) => Err(None),
     };
     let final_failure = match result {
-        Ok(value) => {
-            return Settlement::Ack {
-                delivery: delivery.id,
-                publish: reply(StepOutcome::Completed(value)),
-            }
-        }
+        Ok(value) => return reply(StepOutcome::Completed(value), None),
         // Never retried: a message that cannot be served is set aside, and the workflow told.
         Err(Some(TaskError::Dispatch(error))) => {
             let outcome = match &error {
@@ -143,18 +210,11 @@ async fn handle(
                     reason: error.to_string(),
                 },
             };
-            return Settlement::DeadLetter {
-                delivery: delivery.id,
-                reason: error.to_string(),
-                publish: reply(outcome),
-            };
+            return reply(outcome, Some(error.to_string()));
         }
         Err(Some(TaskError::BadResult { reason })) => {
-            return Settlement::DeadLetter {
-                delivery: delivery.id,
-                reason: format!("result of {service}::{method} cannot be encoded: {reason}"),
-                publish: reply(StepOutcome::Invalid { reason }),
-            };
+            let dead = format!("result of {service}::{method} cannot be encoded: {reason}");
+            return reply(StepOutcome::Invalid { reason }, Some(dead));
         }
         Err(Some(TaskError::Failed { error, message })) => StepOutcome::Failed {
             error,
@@ -168,28 +228,85 @@ async fn handle(
         Err(None) => StepOutcome::TimedOut { attempts: attempt },
     };
     match config.retry.delay_after(attempt, jitter_random()) {
-        Some(delay) => Settlement::Retry {
+        Some(delay) => TaskEnd::Retry {
             delivery: delivery.id,
             at: now() + delay,
         },
-        None => Settlement::Ack {
-            delivery: delivery.id,
-            publish: reply(final_failure),
+        None => reply(final_failure, None),
+    }
+}
+
+/// Delivers a task's end: in memory to a local workflow worker (which removes the task message
+/// in the commit that applies the outcome), or through the store.
+async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end: TaskEnd) {
+    let settlement = match end {
+        TaskEnd::Reply {
+            delivery,
+            workflow,
+            command,
+            outcome,
+            dead_letter: None,
+        } => {
+            if let Some((_, inbox)) = local.filter(|(names, _)| names.contains(&workflow)) {
+                let input = WorkflowInput::TaskDone {
+                    task: delivery,
+                    command,
+                    outcome,
+                    at: now(),
+                };
+                match inbox.send(input) {
+                    Ok(()) => return,
+                    // The workflow worker has stopped: go through the store.
+                    Err(WorkflowInput::TaskDone {
+                        command, outcome, ..
+                    }) => Settlement::Ack {
+                        delivery,
+                        publish: vec![completion(&workflow, &command, outcome)],
+                    },
+                    Err(WorkflowInput::Event(_)) => unreachable!("sent a TaskDone"),
+                }
+            } else {
+                Settlement::Ack {
+                    delivery,
+                    publish: vec![completion(&workflow, &command, outcome)],
+                }
+            }
+        }
+        TaskEnd::Reply {
+            delivery,
+            workflow,
+            command,
+            outcome,
+            dead_letter: Some(reason),
+        } => Settlement::DeadLetter {
+            delivery,
+            reason,
+            publish: vec![completion(&workflow, &command, outcome)],
         },
+        TaskEnd::Retry { delivery, at } => Settlement::Retry { delivery, at },
+        TaskEnd::DeadLetter { delivery, reason } => Settlement::DeadLetter {
+            delivery,
+            reason,
+            publish: Vec::new(),
+        },
+    };
+    if let Err(error) = transport.settle(vec![settlement]).await {
+        // The lease expires and the task is delivered again.
+        eprintln!("infinitic service worker: cannot settle a task: {error}");
     }
 }
 
 /// The message that tells a workflow how its command ended.
 pub(crate) fn completion(workflow: &str, command: &CommandId, outcome: StepOutcome) -> Outgoing {
     let at = now();
-    Outgoing {
-        topic: topics::workflow(workflow),
-        key: command.workflow.to_string(),
-        payload: encode_message(&Message::CommandCompleted {
+    Outgoing::new(
+        topics::workflow(workflow),
+        command.workflow.to_string(),
+        encode_message(&Message::CommandCompleted {
             command: command.clone(),
             outcome,
             at,
         }),
-        deliver_at: at,
-    }
+        at,
+    )
 }

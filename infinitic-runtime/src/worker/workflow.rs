@@ -6,55 +6,81 @@
 //! consumed message, committed together (a batch of them per commit).
 
 use super::service::completion;
-use super::WorkerConfig;
+use super::{stopped, Inbox, Outbox, WorkerConfig};
 use crate::store::{
-    now, CommitOutcome, Delivery, Outgoing, Settlement, StateStore, StoredWorkflow, Transition,
-    Transport, WorkflowHeader, WorkflowState,
+    now, CommitOutcome, Delivery, DeliveryId, Outgoing, Settlement, StateStore, StoredWorkflow,
+    Transition, Transport, WorkflowHeader, WorkflowState,
 };
 use crate::topics;
 use infinitic_core::message::{decode_message, encode_message, Message, ParentStep};
 use infinitic_core::{
     encode, replay, Applied, Command, CommandId, CommandRecord, Completion, History, HistoryEvent,
-    MethodRun, Start, Status, StepOutcome, WorkflowDefinition, WorkflowId, WorkflowInstance,
+    MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId,
+    WorkflowInstance,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
+/// Work for the workflow engine.
+#[derive(Debug)]
+pub(crate) enum WorkflowInput {
+    /// An event leased from the store (start, outcome from another process, timer).
+    Event(Delivery),
+    /// A task of this process ended: apply its outcome and remove the task message in the same
+    /// commit.
+    TaskDone {
+        /// The task's message.
+        task: DeliveryId,
+        /// The command it carried out.
+        command: CommandId,
+        /// How it ended.
+        outcome: StepOutcome,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// Services hosted by this process, and where their tasks go.
+pub(super) type LocalServices = (BTreeSet<String>, Inbox<Delivery>);
+
 pub(super) async fn run<S: Transport + StateStore>(
-    store: S,
+    store: Arc<S>,
     definitions: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
     config: WorkerConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    (inbox, mut inputs): (Inbox<WorkflowInput>, Outbox<WorkflowInput>),
+    local: Option<LocalServices>,
 ) {
-    let topics: Vec<String> = definitions.keys().map(|w| topics::workflow(w)).collect();
+    let receiver = tokio::spawn(receive_events(
+        Arc::clone(&store),
+        definitions.keys().map(|w| topics::workflow(w)).collect(),
+        config.clone(),
+        stop,
+        inbox,
+    ));
+    let (local_services, task_inbox) = match local {
+        Some((names, inbox)) => (names, Some(inbox)),
+        None => (BTreeSet::new(), None),
+    };
     let mut engine = Engine {
         definitions,
         cache: Cache::new(config.cache_capacity),
+        local_services,
+        task_lease: config.task_timeout + config.task_lease_margin,
     };
-    let mut activity = store.activity();
-    while !*stop.borrow() {
-        let received = match store.receive(&topics, config.workflow_batch, config.workflow_lease).await {
-            Ok(received) => received,
-            Err(error) => {
-                eprintln!("infinitic workflow worker: cannot receive events: {error}");
-                tokio::time::sleep(config.poll_interval).await;
-                continue;
-            }
-        };
-        if received.deliveries.is_empty() {
-            let wait = received.next_visible_at.map_or(config.poll_interval, |t| {
-                t.saturating_duration_since(now()).min(config.poll_interval)
-            });
-            tokio::select! {
-                _ = activity.wait(wait) => {}
-                _ = stop.changed() => {}
-            }
-            continue;
-        }
+    // Runs until every sender is gone: the event receiver (at stop) and the local service
+    // worker (after its in-flight tasks reported), so no finished task is left unapplied.
+    let mut batch_inputs = Vec::with_capacity(config.workflow_batch);
+    while inputs
+        .recv_many(&mut batch_inputs, config.workflow_batch.max(1))
+        .await
+        > 0
+    {
         let mut batch = Batch::default();
-        for delivery in received.deliveries {
-            engine.handle(&store, delivery, &mut batch).await;
+        for input in batch_inputs.drain(..) {
+            engine.handle(&*store, input, &mut batch).await;
         }
         let keys: Vec<WorkflowId> = batch
             .transitions
@@ -64,9 +90,17 @@ pub(super) async fn run<S: Transport + StateStore>(
         match store.commit(batch.transitions).await {
             Ok(outcomes) => {
                 for (key, outcome) in keys.iter().zip(outcomes) {
-                    if outcome == CommitOutcome::Conflict {
+                    match outcome {
+                        CommitOutcome::Committed { local } => {
+                            for task in local {
+                                if let Some(inbox) = &task_inbox {
+                                    // If the service worker stopped, the lease brings it back.
+                                    let _ = inbox.send(task);
+                                }
+                            }
+                        }
                         // Another owner moved it on: rebuild from the store next time.
-                        engine.cache.evict(key);
+                        CommitOutcome::Conflict => engine.cache.evict(key),
                     }
                 }
             }
@@ -83,6 +117,46 @@ pub(super) async fn run<S: Transport + StateStore>(
             eprintln!("infinitic workflow worker: cannot settle events: {error}");
         }
     }
+    let _ = receiver.await;
+}
+
+/// Leases workflow events from the store while the engine keeps up.
+async fn receive_events<S: Transport>(
+    store: Arc<S>,
+    topics: Vec<String>,
+    config: WorkerConfig,
+    mut stop: watch::Receiver<bool>,
+    inbox: Inbox<WorkflowInput>,
+) {
+    let mut activity = store.activity();
+    while !*stop.borrow() {
+        let room = config.workflow_batch.saturating_sub(inbox.queued());
+        let wait = if room == 0 {
+            config.poll_interval.min(Duration::from_millis(5))
+        } else {
+            match store.receive(&topics, room, config.workflow_lease).await {
+                Ok(received) if !received.deliveries.is_empty() => {
+                    for delivery in received.deliveries {
+                        if inbox.send(WorkflowInput::Event(delivery)).is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(received) => received.next_visible_at.map_or(config.poll_interval, |t| {
+                    t.saturating_duration_since(now()).min(config.poll_interval)
+                }),
+                Err(error) => {
+                    eprintln!("infinitic workflow worker: cannot receive events: {error}");
+                    config.poll_interval
+                }
+            }
+        };
+        tokio::select! {
+            _ = activity.wait(wait) => {}
+            _ = stopped(&mut stop) => {}
+        }
+    }
 }
 
 /// What one batch of events produced.
@@ -95,6 +169,9 @@ struct Batch {
 struct Engine {
     definitions: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
     cache: Cache,
+    /// Services of this process: their tasks are handed over in memory after the commit.
+    local_services: BTreeSet<String>,
+    task_lease: Duration,
 }
 
 /// A live instance and the stored version it corresponds to.
@@ -106,70 +183,62 @@ struct Live {
 }
 
 impl Engine {
-    async fn handle<S: StateStore>(&mut self, store: &S, delivery: Delivery, batch: &mut Batch) {
-        let dead = |reason: String| Settlement::DeadLetter {
-            delivery: delivery.id,
-            reason,
-            publish: Vec::new(),
-        };
-        let message = match decode_message(&delivery.payload) {
-            Ok(message) => message,
-            Err(error) => {
-                batch
-                    .settlements
-                    .push(dead(format!("undecodable workflow message: {error}")));
-                return;
-            }
-        };
-        let result = match message {
-            Message::StartWorkflow {
-                workflow_id,
-                workflow,
-                method,
-                input,
-                parent,
-            } => {
-                self.start(
-                    store,
-                    &delivery,
-                    workflow_id,
-                    workflow,
-                    method,
-                    input,
-                    parent,
-                )
-                .await
-            }
-            Message::CommandCompleted {
+    async fn handle<S: StateStore>(&mut self, store: &S, input: WorkflowInput, batch: &mut Batch) {
+        let (consumed, result) = match input {
+            WorkflowInput::TaskDone {
+                task,
                 command,
                 outcome,
                 at,
-            } => self.complete(store, &delivery, command, outcome, at).await,
-            other => Err(format!(
-                "not a workflow event on {}: {other:?}",
-                delivery.topic
-            )),
+            } => (task, self.complete(store, task, command, outcome, at).await),
+            WorkflowInput::Event(delivery) => {
+                let result = match decode_message(&delivery.payload) {
+                    Err(error) => Err(format!("undecodable workflow message: {error}")),
+                    Ok(Message::StartWorkflow {
+                        workflow_id,
+                        workflow,
+                        method,
+                        input,
+                        parent,
+                    }) => {
+                        let start = (workflow_id, workflow, method, input, parent);
+                        self.start(store, delivery.id, start).await
+                    }
+                    Ok(Message::CommandCompleted {
+                        command,
+                        outcome,
+                        at,
+                    }) => {
+                        self.complete(store, delivery.id, command, outcome, at)
+                            .await
+                    }
+                    Ok(other) => Err(format!(
+                        "not a workflow event on {}: {other:?}",
+                        delivery.topic
+                    )),
+                };
+                (delivery.id, result)
+            }
         };
         match result {
             Ok(Effect::Transition(t)) => batch.transitions.push(*t),
             Ok(Effect::Ack) => batch.settlements.push(Settlement::Ack {
-                delivery: delivery.id,
+                delivery: consumed,
                 publish: Vec::new(),
             }),
-            Err(reason) => batch.settlements.push(dead(reason)),
+            Err(reason) => batch.settlements.push(Settlement::DeadLetter {
+                delivery: consumed,
+                reason,
+                publish: Vec::new(),
+            }),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn start<S: StateStore>(
         &mut self,
         store: &S,
-        delivery: &Delivery,
-        id: WorkflowId,
-        workflow: String,
-        method: String,
-        input: Vec<u8>,
-        parent: Option<ParentStep>,
+        consumed: DeliveryId,
+        (id, workflow, method, input, parent): StartRequest,
     ) -> Result<Effect, String> {
         if self.cache.get(&id).is_some() {
             return Ok(Effect::Ack); // duplicate start
@@ -203,7 +272,7 @@ impl Engine {
                 state: WorkflowState::Failed(reason.clone()),
                 append: Vec::new(),
                 outbox,
-                consumed: Some(delivery.id),
+                consumed: Some(consumed),
                 dead_letter: Some(reason),
             })
         };
@@ -248,16 +317,30 @@ impl Engine {
             append,
             &progress.commands,
             &progress.status,
-            delivery,
+            consumed,
         );
         self.cache.keep(id, live, &progress.status);
-        Ok(Effect::transition(transition))
+        Ok(Effect::transition(self.run_tasks_here(transition)))
+    }
+
+    /// Tasks for services of this process are handed over in memory after the commit.
+    fn run_tasks_here(&self, mut transition: Transition) -> Transition {
+        for message in &mut transition.outbox {
+            let local = message
+                .topic
+                .strip_prefix(topics::SERVICE_PREFIX)
+                .is_some_and(|service| self.local_services.contains(service));
+            if local {
+                message.local_lease = Some(self.task_lease);
+            }
+        }
+        transition
     }
 
     async fn complete<S: StateStore>(
         &mut self,
         store: &S,
-        delivery: &Delivery,
+        consumed: DeliveryId,
         command: CommandId,
         outcome: StepOutcome,
         at: infinitic_core::Timestamp,
@@ -272,7 +355,7 @@ impl Engine {
                     .await
                     .map_err(|e| format!("cannot load workflow {id}: {e}"))?
                     .ok_or_else(|| format!("event for unknown workflow instance {id}"))?;
-                match self.rebuild(stored, delivery)? {
+                match self.rebuild(stored, consumed)? {
                     Rebuilt::Live(live, new_commands) => {
                         recovered = new_commands;
                         *live
@@ -306,15 +389,15 @@ impl Engine {
                 let mut commands = recovered;
                 commands.extend(progress.commands);
                 let transition =
-                    live.transition(&id, None, append, &commands, &progress.status, delivery);
+                    live.transition(&id, None, append, &commands, &progress.status, consumed);
                 self.cache.keep(id, live, &progress.status);
-                Ok(Effect::transition(transition))
+                Ok(Effect::transition(self.run_tasks_here(transition)))
             }
         }
     }
 
     /// Cold path: replay the stored history with the registered code.
-    fn rebuild(&self, stored: StoredWorkflow, delivery: &Delivery) -> Result<Rebuilt, String> {
+    fn rebuild(&self, stored: StoredWorkflow, consumed: DeliveryId) -> Result<Rebuilt, String> {
         match &stored.state {
             WorkflowState::Running => {}
             state if state.is_final() => return Ok(Rebuilt::Done(Effect::Ack)), // late event
@@ -351,7 +434,7 @@ impl Engine {
                 state: WorkflowState::Parked(reason.clone()),
                 append: Vec::new(),
                 outbox: Vec::new(),
-                consumed: Some(delivery.id),
+                consumed: Some(consumed),
                 dead_letter: Some(format!("workflow parked: {reason}")),
             }))
         };
@@ -376,6 +459,9 @@ impl Engine {
         }
     }
 }
+
+/// A start message's fields: instance id, workflow, method, input, parent step.
+type StartRequest = (WorkflowId, String, String, Vec<u8>, Option<ParentStep>);
 
 enum Rebuilt {
     Live(Box<Live>, Vec<CommandRecord>),
@@ -402,7 +488,7 @@ impl Live {
         append: Vec<HistoryEvent>,
         commands: &[CommandRecord],
         status: &Status,
-        delivery: &Delivery,
+        consumed: DeliveryId,
     ) -> Transition {
         let run = MethodRun(0);
         let mut outbox: Vec<Outgoing> = commands
@@ -430,7 +516,7 @@ impl Live {
             state,
             append,
             outbox,
-            consumed: Some(delivery.id),
+            consumed: Some(consumed),
             dead_letter: None,
         };
         self.version += 1;
@@ -458,6 +544,7 @@ impl Live {
                     attempt: 1,
                 }),
                 deliver_at: at,
+                local_lease: None,
             },
             // A durable timer is a message delivered at its time.
             Command::StartTimer { fire_at } => Outgoing {
@@ -469,6 +556,7 @@ impl Live {
                     at: *fire_at,
                 }),
                 deliver_at: *fire_at,
+                local_lease: None,
             },
             Command::StartChild {
                 workflow,
@@ -490,6 +578,7 @@ impl Live {
                         }),
                     }),
                     deliver_at: at,
+                    local_lease: None,
                 }
             }
         }
