@@ -75,6 +75,7 @@ struct Results {
     w1b_p50_ms: f64,
     w1b_p99_ms: f64,
     w2_ms: f64,
+    stats: infinitic::store::sqlite::StoreStats,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -98,7 +99,7 @@ async fn run(store: SqliteStore, quick: bool) -> Results {
             ..WorkerConfig::default()
         })
         .start();
-    let client = Client::new(store);
+    let client = Client::new(store.clone());
     let runs = if quick { 5 } else { 20 };
 
     // Warm-up.
@@ -118,6 +119,7 @@ async fn run(store: SqliteStore, quick: bool) -> Results {
     let in_flight = 100;
     let start = Instant::now();
     let mut latencies = Vec::with_capacity(total);
+    let before = store.stats();
     let mut tasks = tokio::task::JoinSet::new();
     let mut next = 0u64;
     while next < total as u64 || !tasks.is_empty() {
@@ -137,6 +139,12 @@ async fn run(store: SqliteStore, quick: bool) -> Results {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let after = store.stats();
+    let stats = infinitic::store::sqlite::StoreStats {
+        transactions: after.transactions - before.transactions,
+        operations: after.operations - before.operations,
+        transitions: after.transitions - before.transitions,
+    };
     latencies.sort_by(|a, b| a.total_cmp(b));
 
     let mut w2 = Vec::new();
@@ -154,6 +162,7 @@ async fn run(store: SqliteStore, quick: bool) -> Results {
         w1b_p50_ms: percentile(&latencies, 0.5),
         w1b_p99_ms: percentile(&latencies, 0.99),
         w2_ms: median(w2),
+        stats,
     }
 }
 
@@ -248,6 +257,15 @@ fn main() {
         memory.w2_ms,
         "ms",
     );
+    for (name, r) in [("durable", &durable), ("in-memory", &memory)] {
+        println!(
+            "W1b group commit, {name}: {} transactions for {} operations ({} transitions): {:.1} transitions per transaction",
+            r.stats.transactions,
+            r.stats.operations,
+            r.stats.transitions,
+            r.stats.transitions as f64 / r.stats.transactions.max(1) as f64
+        );
+    }
     println!(
         "peak RSS: {rss_after_durable:.1} MiB after the durable runs, {:.1} MiB at the end",
         peak_rss_mib()

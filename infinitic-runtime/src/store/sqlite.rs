@@ -15,6 +15,7 @@ use infinitic_core::{decode, encode, HistoryEvent, Timestamp, WorkflowId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,13 +46,13 @@ CREATE TABLE IF NOT EXISTS workflows (
     parent      BLOB,
     state       BLOB    NOT NULL,
     version     INTEGER NOT NULL,
-    history_len INTEGER NOT NULL DEFAULT 0,
+    history_len INTEGER NOT NULL DEFAULT 0, -- rows in `history`: one per transition
     updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     workflow_id TEXT    NOT NULL,
     seq         INTEGER NOT NULL,
-    event       BLOB    NOT NULL,
+    events      BLOB    NOT NULL, -- the events one transition appended, encoded together
     PRIMARY KEY (workflow_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -81,6 +82,7 @@ pub struct SqliteStore {
 
 #[derive(Debug)]
 struct Inner {
+    stats: Arc<Counters>,
     ops: mpsc::Sender<Op>,
     commits: watch::Receiver<u64>,
     finished: broadcast::Sender<WorkflowId>,
@@ -126,7 +128,9 @@ impl SqliteStore {
         let (ops, queue) = mpsc::channel();
         let (notify, commits) = watch::channel(0u64);
         let (finished, _) = broadcast::channel(4096);
+        let stats = Arc::new(Counters::default());
         let writer = Writer {
+            stats: Arc::clone(&stats),
             connection,
             notify,
             finished: finished.clone(),
@@ -138,12 +142,22 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
+                stats,
                 ops,
                 commits,
                 finished,
                 path,
             }),
         })
+    }
+
+    /// Counts of what the writer has done so far (how well group commit groups).
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            transactions: self.inner.stats.transactions.load(Ordering::Relaxed),
+            operations: self.inner.stats.operations.load(Ordering::Relaxed),
+            transitions: self.inner.stats.transitions.load(Ordering::Relaxed),
+        }
     }
 
     /// The file's path.
@@ -293,10 +307,30 @@ impl StateStore for SqliteStore {
 
 /// The single writer: owns the connection, runs batches of operations in transactions.
 struct Writer {
+    stats: Arc<Counters>,
     connection: Connection,
     notify: watch::Sender<u64>,
     finished: broadcast::Sender<WorkflowId>,
     effects: Effects,
+}
+
+/// What the writer has done, counted as it goes.
+#[derive(Debug, Default)]
+struct Counters {
+    transactions: AtomicU64,
+    operations: AtomicU64,
+    transitions: AtomicU64,
+}
+
+/// A snapshot of the writer's counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed or attempted.
+    pub transactions: u64,
+    /// Operations (publish, receive, settle, commit, load, ...) run in them.
+    pub operations: u64,
+    /// Workflow transitions among those operations.
+    pub transitions: u64,
 }
 
 /// What a batch did that others should hear about once it has committed.
@@ -370,6 +404,20 @@ impl Writer {
         }
         self.effects.published.set(false);
         self.effects.finished.borrow_mut().clear();
+        self.stats.transactions.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .operations
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let transitions: usize = batch
+            .iter()
+            .map(|op| match op {
+                Op::Commit(t, _) => t.len(),
+                _ => 0,
+            })
+            .sum();
+        self.stats
+            .transitions
+            .fetch_add(transitions as u64, Ordering::Relaxed);
         let answers: Vec<Answer> = batch.into_iter().map(|op| self.execute(op)).collect();
         let failure = self.connection.execute_batch("COMMIT").err().map(db);
         if failure.is_some() {
@@ -640,7 +688,7 @@ fn try_apply(
     let id = t.workflow_id.as_str();
     let state = encode(&t.state).map_err(|e| StoreError::Database(e.to_string()))?;
     let now = millis(now());
-    let appended = i64::try_from(t.append.len()).unwrap_or(i64::MAX);
+    let appended = i64::from(!t.append.is_empty());
     let history_start: i64 = if t.expected_version == 0 {
         let Some(header) = &t.header else {
             return Err(StoreError::Database(format!(
@@ -726,13 +774,12 @@ fn try_apply(
             return Ok(Err(Conflict));
         }
     }
-    let mut append = c
-        .prepare_cached("INSERT INTO history (workflow_id, seq, event) VALUES (?1, ?2, ?3)")
-        .map_err(db)?;
-    for (i, event) in t.append.iter().enumerate() {
-        let bytes = encode(event).map_err(|e| StoreError::Database(e.to_string()))?;
-        let seq = history_start + i64::try_from(i).unwrap_or(i64::MAX);
-        append.execute(params![id, seq, bytes]).map_err(db)?;
+    if !t.append.is_empty() {
+        let bytes = encode(&t.append).map_err(|e| StoreError::Database(e.to_string()))?;
+        c.prepare_cached("INSERT INTO history (workflow_id, seq, events) VALUES (?1, ?2, ?3)")
+            .map_err(db)?
+            .execute(params![id, history_start, bytes])
+            .map_err(db)?;
     }
     insert_messages(c, effects, &t.outbox).map(Ok)
 }
@@ -774,7 +821,7 @@ fn load(
     let state: WorkflowState = decode(&state).map_err(|e| corrupt("state", e))?;
     let history = if with_history {
         let mut select = c
-            .prepare_cached("SELECT event FROM history WHERE workflow_id = ?1 ORDER BY seq")
+            .prepare_cached("SELECT events FROM history WHERE workflow_id = ?1 ORDER BY seq")
             .map_err(db)?;
         let rows = select
             .query_map([id.as_str()], |r| r.get::<_, Vec<u8>>(0))
@@ -782,8 +829,9 @@ fn load(
         let mut events = Vec::new();
         for row in rows {
             let bytes = row.map_err(db)?;
-            let event: HistoryEvent = decode(&bytes).map_err(|e| corrupt("history event", e))?;
-            events.push(event);
+            let batch: Vec<HistoryEvent> =
+                decode(&bytes).map_err(|e| corrupt("history events", e))?;
+            events.extend(batch);
         }
         events
     } else {
