@@ -4,7 +4,7 @@
 mod service;
 mod workflow;
 
-use crate::store::{StateStore, Transport};
+use crate::store::{Delivery, StateStore, Transport};
 use infinitic_core::{RetryPolicy, Service, Workflow, WorkflowDefinition, WorkflowFactory};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -258,6 +258,51 @@ impl<T> Outbox<T> {
         let item = self.rx.try_recv().ok()?;
         self.queued.fetch_sub(1, Ordering::Relaxed);
         Some(item)
+    }
+}
+
+/// Leases messages of `topics` from the store into `inbox` while there is `room` for them,
+/// sleeping until something is published, the next delayed message is due, or `poll` passed
+/// (for messages published by other processes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn lease_loop<T: Transport, I>(
+    transport: Arc<T>,
+    topics: Vec<String>,
+    lease: Duration,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+    inbox: Inbox<I>,
+    room: impl Fn(&Inbox<I>) -> usize,
+    wrap: impl Fn(Delivery) -> I,
+) {
+    let mut activity = transport.activity();
+    while !*stop.borrow() {
+        let room = room(&inbox);
+        let wait = if room == 0 {
+            poll.min(Duration::from_millis(5))
+        } else {
+            match transport.receive(&topics, room, lease).await {
+                Ok(received) if !received.deliveries.is_empty() => {
+                    for delivery in received.deliveries {
+                        if inbox.send(wrap(delivery)).is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(received) => received.next_visible_at.map_or(poll, |t| {
+                    t.saturating_duration_since(crate::store::now()).min(poll)
+                }),
+                Err(error) => {
+                    eprintln!("infinitic worker: cannot receive from {topics:?}: {error}");
+                    poll
+                }
+            }
+        };
+        tokio::select! {
+            _ = activity.wait(wait) => {}
+            _ = stopped(&mut stop) => {}
+        }
     }
 }
 

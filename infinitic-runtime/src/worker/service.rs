@@ -3,7 +3,7 @@
 //! in this process, through the store otherwise.
 
 use super::workflow::WorkflowInput;
-use super::{jitter_random, stopped, Inbox, Outbox, WorkerConfig};
+use super::{jitter_random, lease_loop, stopped, Inbox, Outbox, WorkerConfig};
 use crate::store::{now, Delivery, DeliveryId, Outgoing, Settlement, Transport};
 use crate::topics;
 use infinitic_core::message::{decode_message, encode_message, Message};
@@ -11,7 +11,6 @@ use infinitic_core::task::{TaskInfo, WithTask};
 use infinitic_core::{CommandId, DispatchError, Service, StepOutcome, TaskError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -29,13 +28,23 @@ pub(super) async fn run<T: Transport>(
     let services = Arc::new(services);
     let local = Arc::new(local);
     let slots = Arc::new(Semaphore::new(config.service_concurrency.max(1)));
-    let receiver = tokio::spawn(receive_tasks(
+    // Tasks published through the store (by other processes, retries, redeliveries after a
+    // crash), leased while there is room to run them. A task not settled within its lease is
+    // delivered again: the lease leaves it time to time out first.
+    let room_slots = Arc::clone(&slots);
+    let receiver = tokio::spawn(lease_loop(
         Arc::clone(&transport),
         services.keys().map(|s| topics::service(s)).collect(),
-        Arc::clone(&slots),
-        config.clone(),
+        config.task_timeout + config.task_lease_margin,
+        config.poll_interval,
         stop.clone(),
         inbox,
+        move |inbox| {
+            room_slots
+                .available_permits()
+                .saturating_sub(inbox.queued())
+        },
+        |delivery| delivery,
     ));
     let mut running = JoinSet::new();
     let mut batch = Vec::new();
@@ -77,49 +86,6 @@ pub(super) async fn run<T: Transport>(
         eprintln!("infinitic service worker: cannot release unstarted tasks: {error}");
     }
     while running.join_next().await.is_some() {}
-}
-
-/// Leases tasks published through the store (by other processes, retries, redeliveries after
-/// a crash) while there is room to run them.
-async fn receive_tasks<T: Transport>(
-    transport: Arc<T>,
-    topics: Vec<String>,
-    slots: Arc<Semaphore>,
-    config: WorkerConfig,
-    mut stop: watch::Receiver<bool>,
-    inbox: Inbox<Delivery>,
-) {
-    // A task not settled within its lease is delivered again: give it time to time out first.
-    let lease = config.task_timeout + config.task_lease_margin;
-    let mut activity = transport.activity();
-    while !*stop.borrow() {
-        let room = slots.available_permits().saturating_sub(inbox.queued());
-        let wait = if room == 0 {
-            config.poll_interval.min(Duration::from_millis(5))
-        } else {
-            match transport.receive(&topics, room, lease).await {
-                Ok(received) if !received.deliveries.is_empty() => {
-                    for delivery in received.deliveries {
-                        if inbox.send(delivery).is_err() {
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                Ok(received) => received.next_visible_at.map_or(config.poll_interval, |t| {
-                    t.saturating_duration_since(now()).min(config.poll_interval)
-                }),
-                Err(error) => {
-                    eprintln!("infinitic service worker: cannot receive tasks: {error}");
-                    config.poll_interval
-                }
-            }
-        };
-        tokio::select! {
-            _ = activity.wait(wait) => {}
-            _ = stopped(&mut stop) => {}
-        }
-    }
 }
 
 /// How one attempt ended, and what to do about it.

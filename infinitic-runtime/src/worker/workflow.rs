@@ -6,7 +6,7 @@
 //! consumed message, committed together (a batch of them per commit).
 
 use super::service::completion;
-use super::{stopped, Inbox, Outbox, WorkerConfig};
+use super::{lease_loop, Inbox, Outbox, WorkerConfig};
 use crate::store::{
     now, CommitOutcome, Delivery, DeliveryId, Outgoing, Settlement, StateStore, StoredWorkflow,
     Transition, Transport, WorkflowHeader, WorkflowState,
@@ -53,12 +53,16 @@ pub(super) async fn run<S: Transport + StateStore>(
     (inbox, mut inputs): (Inbox<WorkflowInput>, Outbox<WorkflowInput>),
     local: Option<LocalServices>,
 ) {
-    let receiver = tokio::spawn(receive_events(
+    let batch_size = config.workflow_batch.max(1);
+    let receiver = tokio::spawn(lease_loop(
         Arc::clone(&store),
         definitions.keys().map(|w| topics::workflow(w)).collect(),
-        config.clone(),
+        config.workflow_lease,
+        config.poll_interval,
         stop,
         inbox,
+        move |inbox| batch_size.saturating_sub(inbox.queued()),
+        WorkflowInput::Event,
     ));
     let (local_services, task_inbox) = match local {
         Some((names, inbox)) => (names, Some(inbox)),
@@ -118,45 +122,6 @@ pub(super) async fn run<S: Transport + StateStore>(
         }
     }
     let _ = receiver.await;
-}
-
-/// Leases workflow events from the store while the engine keeps up.
-async fn receive_events<S: Transport>(
-    store: Arc<S>,
-    topics: Vec<String>,
-    config: WorkerConfig,
-    mut stop: watch::Receiver<bool>,
-    inbox: Inbox<WorkflowInput>,
-) {
-    let mut activity = store.activity();
-    while !*stop.borrow() {
-        let room = config.workflow_batch.saturating_sub(inbox.queued());
-        let wait = if room == 0 {
-            config.poll_interval.min(Duration::from_millis(5))
-        } else {
-            match store.receive(&topics, room, config.workflow_lease).await {
-                Ok(received) if !received.deliveries.is_empty() => {
-                    for delivery in received.deliveries {
-                        if inbox.send(WorkflowInput::Event(delivery)).is_err() {
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                Ok(received) => received.next_visible_at.map_or(config.poll_interval, |t| {
-                    t.saturating_duration_since(now()).min(config.poll_interval)
-                }),
-                Err(error) => {
-                    eprintln!("infinitic workflow worker: cannot receive events: {error}");
-                    config.poll_interval
-                }
-            }
-        };
-        tokio::select! {
-            _ = activity.wait(wait) => {}
-            _ = stopped(&mut stop) => {}
-        }
-    }
 }
 
 /// What one batch of events produced.
