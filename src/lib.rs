@@ -90,7 +90,8 @@ pub use infinitic_macros::service;
 /// Declares a workflow (on a trait) or registers its implementation (on the impl).
 ///
 /// On the trait it generates `{Trait}Stub`, whose methods build [`WorkflowCall`]s for clients
-/// and parent workflows. On the impl it checks every method body for what cannot be replayed
+/// and parent workflows. On the impl (and on default method bodies in the trait) it checks every
+/// method body for what cannot be replayed
 /// (wall clock, sleeping, spawning, randomness, environment, file and network I/O,
 /// `HashMap`/`HashSet`, `select!`) and points at the workflow-safe alternative. A reviewed
 /// exception is marked on a statement or method with `#[allow_nondeterministic("why")]`.
@@ -119,6 +120,9 @@ pub mod __private {
 
     /// Compile-time check that a type can travel as a message.
     pub fn assert_message<T: Serialize + DeserializeOwned + Send + 'static>() {}
+
+    /// Compile-time check that a service error can be shown in failure reports.
+    pub fn assert_error<E: std::fmt::Debug>() {}
 
     /// A task future that fails at once.
     pub fn ready_error(error: TaskError) -> TaskFuture {

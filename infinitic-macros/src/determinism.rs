@@ -12,7 +12,10 @@ use crate::errors::Errors;
 use proc_macro2::{Spacing, TokenStream, TokenTree};
 use quote::quote;
 use syn::visit_mut::{self, VisitMut};
-use syn::{Attribute, Expr, ImplItem, Item, ItemImpl, LitStr, Stmt};
+use syn::{
+    Attribute, Block, Expr, ImplItem, Item, ItemImpl, ItemTrait, LitStr, Stmt, TraitItem,
+    TraitItemFn,
+};
 
 const ALLOW: &str = "allow_nondeterministic";
 
@@ -88,21 +91,38 @@ const RULES: &[(&[&str], Rule)] = &[
 /// Checks every method body of the impl, honouring and removing `#[allow_nondeterministic]`.
 pub(crate) fn check_impl(item: &mut ItemImpl, errors: &mut Errors) {
     for impl_item in &mut item.items {
-        let ImplItem::Fn(f) = impl_item else {
-            continue;
-        };
-        if take_allow(&mut f.attrs, errors) {
-            continue;
+        if let ImplItem::Fn(f) = impl_item {
+            check_fn(&mut f.attrs, &mut f.block, errors);
         }
-        let mut stash = StashAllowed::default();
-        stash.visit_block_mut(&mut f.block);
-        for e in stash.errors.drain(..) {
-            errors.push(e);
-        }
-        let block = &f.block;
-        scan(quote!(#block), errors);
-        RestoreAllowed(stash.stashed.into_iter()).visit_block_mut(&mut f.block);
     }
+}
+
+/// Checks the default method bodies of a `#[workflow]` trait: they run as workflow code
+/// whenever an impl does not override them.
+pub(crate) fn check_trait(item: &mut ItemTrait, errors: &mut Errors) {
+    for trait_item in &mut item.items {
+        if let TraitItem::Fn(TraitItemFn {
+            attrs,
+            default: Some(block),
+            ..
+        }) = trait_item
+        {
+            check_fn(attrs, block, errors);
+        }
+    }
+}
+
+fn check_fn(attrs: &mut Vec<Attribute>, block: &mut Block, errors: &mut Errors) {
+    if take_allow(attrs, errors) {
+        return;
+    }
+    let mut stash = StashAllowed::default();
+    stash.visit_block_mut(block);
+    for e in stash.errors.drain(..) {
+        errors.push(e);
+    }
+    scan(quote!(#block), errors);
+    RestoreAllowed(stash.stashed.into_iter()).visit_block_mut(block);
 }
 
 /// Removes our attribute from `attrs`; true if it was there. A missing reason is an error.
@@ -174,27 +194,68 @@ fn stmt_attrs(stmt: &mut Stmt) -> Option<&mut Vec<Attribute>> {
         Stmt::Item(Item::Use(u)) => Some(&mut u.attrs),
         Stmt::Item(Item::Const(c)) => Some(&mut c.attrs),
         Stmt::Item(Item::Static(s)) => Some(&mut s.attrs),
-        Stmt::Expr(expr, _) => expr_attrs(expr),
+        Stmt::Expr(expr, _) => stmt_expr_attrs(expr),
         _ => None,
+    }
+}
+
+/// The attributes written before an expression statement. syn attaches them to the leftmost
+/// operand of a binary, assignment, cast or range expression (`#[a] x += y;` puts `#[a]` on
+/// `x`), so look there when the expression itself does not carry ours.
+fn stmt_expr_attrs(expr: &mut Expr) -> Option<&mut Vec<Attribute>> {
+    if expr_attrs(expr).is_some_and(|attrs| attrs.iter().any(|a| a.path().is_ident(ALLOW))) {
+        return expr_attrs(expr);
+    }
+    match expr {
+        Expr::Binary(e) => stmt_expr_attrs(&mut e.left),
+        Expr::Assign(e) => stmt_expr_attrs(&mut e.left),
+        Expr::Cast(e) => stmt_expr_attrs(&mut e.expr),
+        Expr::Range(syn::ExprRange {
+            start: Some(start), ..
+        }) => stmt_expr_attrs(start),
+        _ => expr_attrs(expr),
     }
 }
 
 fn expr_attrs(expr: &mut Expr) -> Option<&mut Vec<Attribute>> {
     Some(match expr {
+        Expr::Array(e) => &mut e.attrs,
         Expr::Assign(e) => &mut e.attrs,
+        Expr::Async(e) => &mut e.attrs,
         Expr::Await(e) => &mut e.attrs,
+        Expr::Binary(e) => &mut e.attrs,
         Expr::Block(e) => &mut e.attrs,
+        Expr::Break(e) => &mut e.attrs,
         Expr::Call(e) => &mut e.attrs,
+        Expr::Cast(e) => &mut e.attrs,
+        Expr::Closure(e) => &mut e.attrs,
+        Expr::Const(e) => &mut e.attrs,
+        Expr::Continue(e) => &mut e.attrs,
+        Expr::Field(e) => &mut e.attrs,
         Expr::ForLoop(e) => &mut e.attrs,
+        Expr::Group(e) => &mut e.attrs,
         Expr::If(e) => &mut e.attrs,
+        Expr::Index(e) => &mut e.attrs,
+        Expr::Let(e) => &mut e.attrs,
+        Expr::Lit(e) => &mut e.attrs,
         Expr::Loop(e) => &mut e.attrs,
         Expr::Macro(e) => &mut e.attrs,
         Expr::Match(e) => &mut e.attrs,
         Expr::MethodCall(e) => &mut e.attrs,
+        Expr::Paren(e) => &mut e.attrs,
         Expr::Path(e) => &mut e.attrs,
+        Expr::Range(e) => &mut e.attrs,
+        Expr::Reference(e) => &mut e.attrs,
+        Expr::Repeat(e) => &mut e.attrs,
+        Expr::Return(e) => &mut e.attrs,
+        Expr::Struct(e) => &mut e.attrs,
         Expr::Try(e) => &mut e.attrs,
+        Expr::TryBlock(e) => &mut e.attrs,
+        Expr::Tuple(e) => &mut e.attrs,
+        Expr::Unary(e) => &mut e.attrs,
         Expr::Unsafe(e) => &mut e.attrs,
         Expr::While(e) => &mut e.attrs,
+        Expr::Yield(e) => &mut e.attrs,
         _ => return None,
     })
 }
@@ -224,7 +285,8 @@ fn scan(tokens: TokenStream, errors: &mut Errors) {
                 }
                 check_path(&tokens, &segments, errors);
                 let last = &segments[segments.len() - 1];
-                if last.0 == "select" && matches!(tokens.get(j), Some(TokenTree::Punct(p)) if p.as_char() == '!')
+                if last.0 == "select"
+                    && matches!(tokens.get(j), Some(TokenTree::Punct(p)) if p.as_char() == '!')
                 {
                     let span_tokens: TokenStream = tokens[i..=j].iter().cloned().collect();
                     errors.spanned(
@@ -257,10 +319,16 @@ fn check_path(tokens: &[TokenTree], segments: &[(String, usize)], errors: &mut E
         (names.len() > 1 && names[0] == "rand").then_some((0, names.len(), Rule::Random))
     });
     if let Some((start, len, rule)) = found {
-        let first = segments[start].1;
-        let last = segments[start + len - 1].1;
+        // Point at the path as written (`std::env::var`, not just `std::env`), except that
+        // for the hash collections the type is the culprit (`HashSet`, not `HashSet::new`).
+        let end = match rule {
+            Rule::HashMap | Rule::HashSet => start + len,
+            _ => names.len(),
+        };
+        let first = segments[0].1;
+        let last = segments[end - 1].1;
         let span_tokens: TokenStream = tokens[first..=last].iter().cloned().collect();
-        let path = names[start..start + len].join("::");
+        let path = names[..end].join("::");
         errors.spanned(span_tokens, rule.message(&path));
     }
 }

@@ -79,7 +79,9 @@ fn read_method(f: &TraitItemFn, kind: &str, errors: &mut Errors) -> Option<Metho
     if sig.asyncness.is_none() {
         problems.spanned(
             sig.fn_token,
-            format!("#[{kind}] methods must be `async fn`: every call is awaited as a durable step"),
+            format!(
+                "#[{kind}] methods must be `async fn`: every call is awaited as a durable step"
+            ),
         );
     }
     if let Some(c) = &sig.constness {
@@ -94,7 +96,7 @@ fn read_method(f: &TraitItemFn, kind: &str, errors: &mut Errors) -> Option<Metho
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         problems.spanned(
             &sig.generics,
-            "generic methods cannot be called remotely: arguments are decoded by name, so give every parameter a concrete type",
+            "generic methods cannot be called remotely: a call carries only the method name and encoded arguments, so give every parameter a concrete type",
         );
     }
     if let Some(v) = &sig.variadic {
@@ -168,8 +170,21 @@ fn errors_merge(into: &mut Errors, from: Errors) {
     }
 }
 
-/// Arguments and results travel as messages: they must be owned, concrete types.
+/// Arguments and results travel as messages: they must be owned, concrete types, all the way
+/// down (`Vec<&str>` is rejected on the `&str`). A trait object is rejected only at the top:
+/// `Box<dyn Trait>` can be serializable (with `typetag`, say), so that is left to the
+/// `Serialize`/`Deserialize` assertion.
 fn check_owned(ty: &Type, problems: &mut Errors) {
+    match ty {
+        Type::TraitObject(t) => problems.spanned(
+            t,
+            "trait objects cannot be sent as messages: use a concrete type (an enum for alternatives)",
+        ),
+        _ => check_owned_parts(ty, problems),
+    }
+}
+
+fn check_owned_parts(ty: &Type, problems: &mut Errors) {
     match ty {
         Type::Reference(r) => problems.spanned(
             r,
@@ -179,13 +194,29 @@ fn check_owned(ty: &Type, problems: &mut Errors) {
             t,
             "`impl Trait` cannot be sent as a message: use a concrete type that implements Serialize and Deserialize",
         ),
-        Type::TraitObject(t) => problems.spanned(
-            t,
-            "trait objects cannot be sent as messages: use a concrete type (an enum for alternatives)",
-        ),
         Type::Ptr(p) => problems.spanned(p, "raw pointers cannot be sent as messages"),
         Type::Paren(p) => check_owned(&p.elem, problems),
         Type::Group(g) => check_owned(&g.elem, problems),
+        Type::Array(a) => check_owned_parts(&a.elem, problems),
+        Type::Slice(s) => check_owned_parts(&s.elem, problems),
+        Type::Tuple(t) => t
+            .elems
+            .iter()
+            .for_each(|elem| check_owned_parts(elem, problems)),
+        Type::Path(p) => {
+            if let Some(qself) = &p.qself {
+                check_owned_parts(&qself.ty, problems);
+            }
+            for segment in &p.path.segments {
+                if let PathArguments::AngleBracketed(args) = &segment.arguments {
+                    for arg in &args.args {
+                        if let GenericArgument::Type(t) = arg {
+                            check_owned_parts(t, problems);
+                        }
+                    }
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -226,13 +257,24 @@ pub(crate) fn rewrite_trait(item: &ItemTrait) -> ItemTrait {
 /// so a missing `Serialize`/`Deserialize` is reported on the user's type.
 pub(crate) fn assert_message_types(methods: &[Method]) -> TokenStream {
     let checks = methods.iter().flat_map(|m| {
-        m.arg_types.iter().chain(std::iter::once(&m.output)).map(|ty| {
-            let span = syn::spanned::Spanned::span(ty);
-            quote::quote_spanned!(span=> ::infinitic::__private::assert_message::<#ty>();)
-        })
+        m.arg_types
+            .iter()
+            .chain(std::iter::once(&m.output))
+            .map(|ty| {
+                let span = syn::spanned::Spanned::span(ty);
+                quote::quote_spanned!(span=> ::infinitic::__private::assert_message::<#ty>();)
+            })
     });
+    // A service error is also rendered with `Debug` in failure reports: say so at its type.
+    let errors = methods
+        .iter()
+        .filter_map(|m| m.fallible())
+        .map(|(_, error)| {
+            let span = syn::spanned::Spanned::span(error);
+            quote::quote_spanned!(span=> ::infinitic::__private::assert_error::<#error>();)
+        });
     quote! {
-        const _: fn() = || { #(#checks)* };
+        const _: fn() = || { #(#checks)* #(#errors)* };
     }
 }
 

@@ -12,8 +12,9 @@ use syn::{Item, ItemImpl, ItemTrait, LitStr};
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     match syn::parse2::<Item>(item.clone()) {
-        Ok(Item::Trait(t)) => {
+        Ok(Item::Trait(mut t)) => {
             let args = attr::parse("workflow", attr, &mut errors);
+            determinism::check_trait(&mut t, &mut errors);
             let methods = read_methods(&t, "workflow", &mut errors);
             if errors.is_empty() {
                 expand_trait(&t, args.name, &methods)

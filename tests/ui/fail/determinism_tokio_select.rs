@@ -1,0 +1,21 @@
+use infinitic::prelude::*;
+
+#[workflow]
+trait Reminder {
+    async fn run(&self, user: String) -> u64;
+}
+
+#[derive(Default)]
+struct ReminderImpl;
+
+#[workflow]
+impl Reminder for ReminderImpl {
+    async fn run(&self, user: String) -> u64 {
+        tokio::select! {
+            n = async { user.len() as u64 } => n,
+            _ = std::future::pending::<()>() => 0,
+        }
+    }
+}
+
+fn main() {}

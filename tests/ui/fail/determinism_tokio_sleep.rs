@@ -1,0 +1,20 @@
+use infinitic::prelude::*;
+use std::time::Duration;
+
+#[workflow]
+trait Reminder {
+    async fn run(&self, user: String) -> u64;
+}
+
+#[derive(Default)]
+struct ReminderImpl;
+
+#[workflow]
+impl Reminder for ReminderImpl {
+    async fn run(&self, user: String) -> u64 {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        user.len() as u64
+    }
+}
+
+fn main() {}

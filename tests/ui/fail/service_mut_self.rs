@@ -1,0 +1,8 @@
+use infinitic::prelude::*;
+
+#[service]
+trait Counter {
+    async fn increment(&mut self, by: u64) -> u64;
+}
+
+fn main() {}

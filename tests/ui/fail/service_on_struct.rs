@@ -1,0 +1,8 @@
+use infinitic::prelude::*;
+
+#[service]
+struct PaymentService;
+
+fn main() {
+    let _ = PaymentService;
+}

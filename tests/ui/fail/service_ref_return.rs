@@ -1,0 +1,8 @@
+use infinitic::prelude::*;
+
+#[service]
+trait Catalog {
+    async fn title(&self, id: u64) -> &'static str;
+}
+
+fn main() {}
