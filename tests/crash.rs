@@ -280,10 +280,11 @@ fn workflows_survive_repeated_sigkill_of_their_worker() {
         text.lines().count(),
         expected.len()
     );
-    // In flight at a kill: tasks running, plus finished ones whose outcome awaited the next
-    // commit (at most one batch).
+    // In flight at a kill: tasks running, plus finished ones whose outcome awaited a commit
+    // (the batch being computed and the batches being committed).
+    let in_flight = CONCURRENCY + BATCH * (1 + worker_config().commits_in_flight);
     assert!(
-        extra <= kills as usize * (CONCURRENCY + BATCH),
+        extra <= kills as usize * in_flight,
         "re-executions ({extra}) exceed the tasks that can be in flight at {kills} kills"
     );
     let _ = std::fs::remove_dir_all(&dir);

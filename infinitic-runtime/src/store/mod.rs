@@ -30,10 +30,12 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
     /// Not delivered before this time (timers, retry backoff).
     pub deliver_at: Timestamp,
-    /// `Some(lease)`: the sender processes this message itself, in memory, right after the
-    /// commit; it is stored already leased for `lease` (to be redelivered only if the sender
-    /// dies) and the commit returns it as a [`Delivery`].
+    /// `Some(lease)`: the sender processes this message itself, in memory (with [`Self::id`]);
+    /// it is stored already leased for `lease`, to be redelivered only if the sender dies.
     pub local_lease: Option<Duration>,
+    /// An id reserved with [`Transport::reserve_ids`], so the sender can hand the message over
+    /// before the commit that stores it has finished.
+    pub id: Option<DeliveryId>,
 }
 
 impl Outgoing {
@@ -50,6 +52,7 @@ impl Outgoing {
             payload,
             deliver_at,
             local_lease: None,
+            id: None,
         }
     }
 }
@@ -187,11 +190,8 @@ pub struct Transition {
 /// The result of one transition of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
-    /// Durable; `local` are its outbox messages that the sender asked to process itself.
-    Committed {
-        /// Deliveries of the messages sent with `local_lease`.
-        local: Vec<Delivery>,
-    },
+    /// Durable.
+    Committed,
     /// Not applied: the version moved on, or the consumed message was already consumed.
     Conflict,
 }
@@ -254,6 +254,12 @@ pub trait Transport: Send + Sync + 'static {
         settlements: Vec<Settlement>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Reserves `count` message ids for [`Outgoing::id`]: no other message will get them.
+    fn reserve_ids(
+        &self,
+        count: u32,
+    ) -> impl Future<Output = Result<std::ops::Range<DeliveryId>, StoreError>> + Send;
+
     /// A subscription to commits made through this handle's process: lets consumers sleep
     /// until there may be something new instead of polling fast.
     fn activity(&self) -> Activity;
@@ -291,10 +297,11 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Commits transitions in order, each atomically with its outbox and consumed message,
     /// each compare-and-set on its version.
-    fn commit(
-        &self,
-        transitions: Vec<Transition>,
-    ) -> impl Future<Output = Result<Vec<CommitOutcome>, StoreError>> + Send;
+    ///
+    /// The commit is submitted when this is called, not when the result is awaited: commits
+    /// called one after the other apply in that order, and so do operations submitted after
+    /// this call (a settle of a message this commit stores finds it).
+    fn commit(&self, transitions: Vec<Transition>) -> Pending<Vec<CommitOutcome>>;
 
     /// A subscription to instances reaching a final state through this process's commits.
     fn finished(&self) -> Finished;
@@ -304,6 +311,30 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+}
+
+/// The answer to an operation already submitted to the store.
+#[derive(Debug)]
+pub struct Pending<T>(tokio::sync::oneshot::Receiver<Result<T, StoreError>>);
+
+impl<T> Pending<T> {
+    /// Wraps the receiving end of the operation's answer.
+    pub fn new(answer: tokio::sync::oneshot::Receiver<Result<T, StoreError>>) -> Self {
+        Self(answer)
+    }
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(StoreError::Closed)))
+    }
 }
 
 /// Tells waiting clients which instances reached a final state. Subscribe before checking the

@@ -7,9 +7,9 @@
 //! compare-and-set on workflow versions keeps their transitions consistent.
 
 use super::{
-    millis, now, Activity, CommitOutcome, DeadLetter, Delivery, Durability, Finished, Outgoing,
-    Received, Settlement, StateStore, StoreError, StoredWorkflow, Transition, Transport,
-    WorkflowHeader, WorkflowState,
+    millis, now, Activity, CommitOutcome, DeadLetter, Delivery, DeliveryId, Durability, Finished,
+    Outgoing, Pending, Received, Settlement, StateStore, StoreError, StoredWorkflow, Transition,
+    Transport, WorkflowHeader, WorkflowState,
 };
 use infinitic_core::{decode, encode, HistoryEvent, Timestamp, WorkflowId};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -96,6 +96,7 @@ enum Op {
     Receive(Vec<String>, usize, Duration, Reply<Received>),
     Settle(Vec<Settlement>, Reply<()>),
     Commit(Vec<Transition>, Reply<Vec<CommitOutcome>>),
+    ReserveIds(u32, Reply<std::ops::Range<DeliveryId>>),
     Load(WorkflowId, bool, Reply<Option<StoredWorkflow>>),
     DeadLetters(usize, Reply<Vec<DeadLetter>>),
 }
@@ -165,6 +166,14 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// Submits an operation now; its answer comes later.
+    fn submit<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Pending<T> {
+        let (reply, answer) = oneshot::channel();
+        // If the writer is gone, `reply` is dropped with the op and the answer is `Closed`.
+        let _ = self.inner.ops.send(op(reply));
+        Pending::new(answer)
+    }
+
     async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -200,6 +209,8 @@ fn open_connection(
     connection
         .busy_timeout(Duration::from_secs(30))
         .map_err(db)?;
+    // Every statement the writer runs stays prepared.
+    connection.set_prepared_statement_cache_capacity(64);
     if durability == Durability::Full {
         // WAL: readers do not block the writer. FULL: fsync on every commit, so an
         // acknowledged change survives power loss (NORMAL would not).
@@ -274,6 +285,10 @@ impl Transport for SqliteStore {
         self.call(|r| Op::Settle(settlements, r)).await
     }
 
+    async fn reserve_ids(&self, count: u32) -> Result<std::ops::Range<DeliveryId>, StoreError> {
+        self.call(|r| Op::ReserveIds(count, r)).await
+    }
+
     fn activity(&self) -> Activity {
         Activity::new(self.inner.commits.clone())
     }
@@ -289,11 +304,8 @@ impl StateStore for SqliteStore {
         self.call(|r| Op::Load(id, with_history, r)).await
     }
 
-    async fn commit(&self, transitions: Vec<Transition>) -> Result<Vec<CommitOutcome>, StoreError> {
-        if transitions.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.call(|r| Op::Commit(transitions, r)).await
+    fn commit(&self, transitions: Vec<Transition>) -> Pending<Vec<CommitOutcome>> {
+        self.submit(|r| Op::Commit(transitions, r))
     }
 
     fn finished(&self) -> Finished {
@@ -355,6 +367,10 @@ enum Answer {
         Result<Option<StoredWorkflow>, StoreError>,
     ),
     Dead(Reply<Vec<DeadLetter>>, Result<Vec<DeadLetter>, StoreError>),
+    Ids(
+        Reply<std::ops::Range<DeliveryId>>,
+        Result<std::ops::Range<DeliveryId>, StoreError>,
+    ),
 }
 
 impl Answer {
@@ -374,6 +390,7 @@ impl Answer {
             Answer::Committed(tx, r) => reply!(tx, r),
             Answer::Loaded(tx, r) => reply!(tx, r),
             Answer::Dead(tx, r) => reply!(tx, r),
+            Answer::Ids(tx, r) => reply!(tx, r),
         }
     }
 }
@@ -395,7 +412,7 @@ impl Writer {
     fn run_batch(&mut self, batch: Vec<Op>) {
         let writes = batch.iter().any(Op::writes);
         let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN" };
-        if let Err(e) = self.connection.execute_batch(begin) {
+        if let Err(e) = run(&self.connection, begin) {
             let error = db(e);
             for op in batch {
                 self.answer(op, Some(&error));
@@ -419,9 +436,9 @@ impl Writer {
             .transitions
             .fetch_add(transitions as u64, Ordering::Relaxed);
         let answers: Vec<Answer> = batch.into_iter().map(|op| self.execute(op)).collect();
-        let failure = self.connection.execute_batch("COMMIT").err().map(db);
+        let failure = run(&self.connection, "COMMIT").err().map(db);
         if failure.is_some() {
-            let _ = self.connection.execute_batch("ROLLBACK");
+            let _ = run(&self.connection, "ROLLBACK");
         }
         for answer in answers {
             answer.send(failure.as_ref());
@@ -447,6 +464,9 @@ impl Writer {
             Op::Commit(_, tx) => {
                 let _ = tx.send(failed(failure));
             }
+            Op::ReserveIds(_, tx) => {
+                let _ = tx.send(failed(failure));
+            }
             Op::Load(.., tx) => {
                 let _ = tx.send(failed(failure));
             }
@@ -462,10 +482,9 @@ impl Writer {
         let c = &self.connection;
         let e = &self.effects;
         match op {
-            Op::Publish(messages, tx) => Answer::Unit(
-                tx,
-                isolated(c, |c| insert_messages(c, e, &messages).map(drop)),
-            ),
+            Op::Publish(messages, tx) => {
+                Answer::Unit(tx, isolated(c, |c| insert_messages(c, e, &messages)))
+            }
             Op::Receive(topics, max, lease, tx) => {
                 Answer::Received(tx, isolated(c, |c| receive(c, &topics, max, lease)))
             }
@@ -476,9 +495,12 @@ impl Writer {
                 let outcomes = transitions
                     .iter()
                     .map(|t| {
-                        isolated(c, |c| apply_transition(c, e, t)).map(|applied| match applied {
-                            Some(local) => CommitOutcome::Committed { local },
-                            None => CommitOutcome::Conflict,
+                        isolated(c, |c| apply_transition(c, e, t)).map(|applied| {
+                            if applied {
+                                CommitOutcome::Committed
+                            } else {
+                                CommitOutcome::Conflict
+                            }
                         })
                     })
                     .collect();
@@ -486,8 +508,15 @@ impl Writer {
             }
             Op::Load(id, with_history, tx) => Answer::Loaded(tx, load(c, &id, with_history)),
             Op::DeadLetters(limit, tx) => Answer::Dead(tx, dead_letters(c, limit)),
+            Op::ReserveIds(count, tx) => Answer::Ids(tx, isolated(c, |c| reserve_ids(c, count))),
         }
     }
+}
+
+/// Runs a parameterless statement through the statement cache (transaction control runs many
+/// times per batch: parsing it each time showed in profiles).
+fn run(c: &Connection, sql: &str) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute([])
 }
 
 fn failed<T>(failure: Option<&StoreError>) -> Result<T, StoreError> {
@@ -500,14 +529,14 @@ fn isolated<T>(
     c: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    c.execute_batch("SAVEPOINT op").map_err(db)?;
+    run(c, "SAVEPOINT op").map_err(db)?;
     match f(c) {
         Ok(value) => {
-            c.execute_batch("RELEASE op").map_err(db)?;
+            run(c, "RELEASE op").map_err(db)?;
             Ok(value)
         }
         Err(e) => {
-            let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
+            let _ = run(c, "ROLLBACK TO op").and_then(|_| run(c, "RELEASE op"));
             Err(e)
         }
     }
@@ -517,20 +546,20 @@ fn isolated<T>(
 #[derive(Debug)]
 struct Conflict;
 
-/// Inserts messages; returns the deliveries of those the sender processes itself.
+/// Inserts messages (with their reserved id, if they have one).
 fn insert_messages(
     c: &Connection,
     effects: &Effects,
     messages: &[Outgoing],
-) -> Result<Vec<Delivery>, StoreError> {
+) -> Result<(), StoreError> {
     let mut insert = c
         .prepare_cached(
-            "INSERT INTO queue (topic, key, payload, visible_at, attempts)
-             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            "INSERT INTO queue (id, topic, key, payload, visible_at, attempts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(db)?;
-    let mut local = Vec::new();
     for m in messages {
+        // A message its sender processes itself is stored leased to it (first delivery).
         let (visible_at, attempts) = match m.local_lease {
             Some(lease) => (m.deliver_at.max(now()) + lease, 1),
             None => {
@@ -538,23 +567,47 @@ fn insert_messages(
                 (m.deliver_at, 0)
             }
         };
-        let id: i64 = insert
-            .query_row(
-                params![m.topic, m.key, m.payload, millis(visible_at), attempts],
-                |r| r.get(0),
-            )
+        insert
+            .execute(params![
+                m.id,
+                m.topic,
+                m.key,
+                m.payload,
+                millis(visible_at),
+                attempts
+            ])
             .map_err(db)?;
-        if m.local_lease.is_some() {
-            local.push(Delivery {
-                id,
-                topic: m.topic.clone(),
-                key: m.key.clone(),
-                payload: m.payload.clone(),
-                attempt: 1,
-            });
-        }
     }
-    Ok(local)
+    Ok(())
+}
+
+/// Moves the queue's id sequence past `count` ids and returns them: AUTOINCREMENT never hands
+/// out an id at or below the sequence, in this process or another.
+fn reserve_ids(c: &Connection, count: u32) -> Result<std::ops::Range<DeliveryId>, StoreError> {
+    let count = i64::from(count.max(1));
+    let current: i64 = c
+        .query_row(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'queue'), 0),
+                        coalesce((SELECT max(id) FROM queue), 0))",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    let end = current + count;
+    let updated = c
+        .execute(
+            "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'queue'",
+            [end],
+        )
+        .map_err(db)?;
+    if updated == 0 {
+        c.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('queue', ?1)",
+            [end],
+        )
+        .map_err(db)?;
+    }
+    Ok(current + 1..end + 1)
 }
 
 fn receive(
@@ -658,24 +711,20 @@ fn settle(c: &Connection, effects: &Effects, settlements: &[Settlement]) -> Resu
     Ok(())
 }
 
-/// Applies one transition: `Some(local deliveries)`, or `None` when its compare-and-set fails
-/// (then nothing of it is applied).
-fn apply_transition(
-    c: &Connection,
-    effects: &Effects,
-    t: &Transition,
-) -> Result<Option<Vec<Delivery>>, StoreError> {
+/// Applies one transition; `false` when its compare-and-set fails (then nothing of it is
+/// applied).
+fn apply_transition(c: &Connection, effects: &Effects, t: &Transition) -> Result<bool, StoreError> {
     match try_apply(c, effects, t)? {
-        Ok(local) => {
+        Ok(()) => {
             if t.state.is_final() {
                 effects.finished.borrow_mut().push(t.workflow_id.clone());
             }
-            Ok(Some(local))
+            Ok(true)
         }
         Err(Conflict) => {
             // Undo this transition's partial work; `isolated` releases the savepoint.
-            c.execute_batch("ROLLBACK TO op").map_err(db)?;
-            Ok(None)
+            run(c, "ROLLBACK TO op").map_err(db)?;
+            Ok(false)
         }
     }
 }
@@ -684,7 +733,7 @@ fn try_apply(
     c: &Connection,
     effects: &Effects,
     t: &Transition,
-) -> Result<Result<Vec<Delivery>, Conflict>, StoreError> {
+) -> Result<Result<(), Conflict>, StoreError> {
     let id = t.workflow_id.as_str();
     let state = encode(&t.state).map_err(|e| StoreError::Database(e.to_string()))?;
     let now = millis(now());

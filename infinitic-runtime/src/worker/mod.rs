@@ -26,6 +26,9 @@ pub struct WorkerConfig {
     pub cache_capacity: usize,
     /// Workflow events handled per batch (one commit).
     pub workflow_batch: usize,
+    /// Batches being committed while the next one is computed. Tasks of a batch start as soon
+    /// as its commit is submitted, so this also bounds the steps run ahead of the disk.
+    pub commits_in_flight: usize,
     /// How often to look for messages published by other processes.
     pub poll_interval: Duration,
     /// How long a workflow event stays leased to this worker: after a crash, its events are
@@ -44,6 +47,7 @@ impl Default for WorkerConfig {
             task_timeout: Duration::from_secs(60),
             cache_capacity: 10_000,
             workflow_batch: 256,
+            commits_in_flight: 4,
             poll_interval: Duration::from_millis(50),
             workflow_lease: Duration::from_secs(30),
             task_lease_margin: Duration::from_secs(30),

@@ -19,9 +19,10 @@ use infinitic_core::{
     WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Semaphore};
 
 /// Work for the workflow engine.
 #[derive(Debug)]
@@ -74,54 +75,114 @@ pub(super) async fn run<S: Transport + StateStore>(
         local_services,
         task_lease: config.task_timeout + config.task_lease_margin,
     };
+    let commits_in_flight = config.commits_in_flight.max(1);
+    let in_flight = Arc::new(Semaphore::new(commits_in_flight));
+    let (conflicts_tx, mut conflicts) = mpsc::unbounded_channel::<Vec<WorkflowId>>();
+    let mut ids: Range<DeliveryId> = 0..0;
     // Runs until every sender is gone: the event receiver (at stop) and the local service
     // worker (after its in-flight tasks reported), so no finished task is left unapplied.
-    let mut batch_inputs = Vec::with_capacity(config.workflow_batch);
-    while inputs
-        .recv_many(&mut batch_inputs, config.workflow_batch.max(1))
-        .await
-        > 0
-    {
+    let mut batch_inputs = Vec::with_capacity(batch_size);
+    while inputs.recv_many(&mut batch_inputs, batch_size).await > 0 {
+        while let Ok(keys) = conflicts.try_recv() {
+            // Another owner moved these on, or a commit failed: rebuild them from the store.
+            for key in &keys {
+                engine.cache.evict(key);
+            }
+        }
         let mut batch = Batch::default();
         for input in batch_inputs.drain(..) {
             engine.handle(&*store, input, &mut batch).await;
         }
+        let handoffs = assign_local_ids(&*store, &mut ids, &mut batch.transitions).await;
         let keys: Vec<WorkflowId> = batch
             .transitions
             .iter()
             .map(|t| t.workflow_id.clone())
             .collect();
-        match store.commit(batch.transitions).await {
-            Ok(outcomes) => {
-                for (key, outcome) in keys.iter().zip(outcomes) {
-                    match outcome {
-                        CommitOutcome::Committed { local } => {
-                            for task in local {
-                                if let Some(inbox) = &task_inbox {
-                                    // If the service worker stopped, the lease brings it back.
-                                    let _ = inbox.send(task);
-                                }
-                            }
-                        }
-                        // Another owner moved it on: rebuild from the store next time.
-                        CommitOutcome::Conflict => engine.cache.evict(key),
-                    }
-                }
-            }
-            Err(error) => {
-                eprintln!(
-                    "infinitic workflow worker: commit failed, events will be redelivered: {error}"
-                );
-                for key in &keys {
-                    engine.cache.evict(key);
-                }
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            break;
+        };
+        // Submitted now, so it applies before anything submitted after it: before the
+        // outcomes of the tasks handed over below, and before their retries or settlements.
+        // Those tasks start before this commit is durable; if it fails, every later
+        // transition built on it fails its compare-and-set too, and the tasks run again
+        // under the same ids when their workflows are rebuilt (at-least-once).
+        let committed = store.commit(batch.transitions);
+        if let Some(inbox) = &task_inbox {
+            for task in handoffs {
+                // If the service worker stopped, the lease brings the task back.
+                let _ = inbox.send(task);
             }
         }
-        if let Err(error) = store.settle(batch.settlements).await {
-            eprintln!("infinitic workflow worker: cannot settle events: {error}");
+        let (store, conflicts_tx) = (Arc::clone(&store), conflicts_tx.clone());
+        let settlements = batch.settlements;
+        tokio::spawn(async move {
+            let conflicted: Vec<WorkflowId> = match committed.await {
+                Ok(outcomes) => keys
+                    .into_iter()
+                    .zip(outcomes)
+                    .filter(|(_, outcome)| *outcome == CommitOutcome::Conflict)
+                    .map(|(key, _)| key)
+                    .collect(),
+                Err(error) => {
+                    eprintln!("infinitic workflow worker: commit failed, events will be redelivered: {error}");
+                    keys
+                }
+            };
+            if !conflicted.is_empty() {
+                let _ = conflicts_tx.send(conflicted);
+            }
+            // Acks and dead letters of this batch's ignored or unusable events.
+            if let Err(error) = store.settle(settlements).await {
+                eprintln!("infinitic workflow worker: cannot settle events: {error}");
+            }
+            drop(permit);
+        });
+    }
+    // Let the commits in flight finish.
+    let _ = in_flight
+        .acquire_many(u32::try_from(commits_in_flight).unwrap_or(u32::MAX))
+        .await;
+    let _ = receiver.await;
+}
+
+/// Message ids reserved at a time for tasks handed over in memory.
+const ID_BLOCK: u32 = 4096;
+
+/// Gives each task for a local service a reserved message id, and returns those tasks as
+/// deliveries to hand over as soon as their commit is submitted. Without an id (the store
+/// could not reserve one) a task is published for the lease loop instead.
+async fn assign_local_ids<S: Transport>(
+    store: &S,
+    ids: &mut Range<DeliveryId>,
+    transitions: &mut [Transition],
+) -> Vec<Delivery> {
+    let mut handoffs = Vec::new();
+    for message in transitions.iter_mut().flat_map(|t| t.outbox.iter_mut()) {
+        if message.local_lease.is_none() {
+            continue;
+        }
+        if ids.is_empty() {
+            match store.reserve_ids(ID_BLOCK).await {
+                Ok(block) => *ids = block,
+                Err(error) => eprintln!("infinitic workflow worker: cannot reserve ids: {error}"),
+            }
+        }
+        match ids.next() {
+            Some(id) => {
+                message.id = Some(id);
+                handoffs.push(Delivery {
+                    id,
+                    topic: message.topic.clone(),
+                    key: message.key.clone(),
+                    payload: message.payload.clone(),
+                    attempt: 1,
+                });
+            }
+            None => message.local_lease = None,
         }
     }
-    let _ = receiver.await;
+    handoffs
 }
 
 /// What one batch of events produced.
@@ -510,6 +571,7 @@ impl Live {
                 }),
                 deliver_at: at,
                 local_lease: None,
+                id: None,
             },
             // A durable timer is a message delivered at its time.
             Command::StartTimer { fire_at } => Outgoing {
@@ -522,6 +584,7 @@ impl Live {
                 }),
                 deliver_at: *fire_at,
                 local_lease: None,
+                id: None,
             },
             Command::StartChild {
                 workflow,
@@ -544,6 +607,7 @@ impl Live {
                     }),
                     deliver_at: at,
                     local_lease: None,
+                    id: None,
                 }
             }
         }
