@@ -198,7 +198,11 @@ pub struct TypedStep<T, E> {
 
 impl<T, E> TypedStep<T, E> {
     fn new(step: Result<DurableStep, String>, target: &str, method: &str) -> Self {
-        let step = step.map_err(|e| Some(format!("cannot encode arguments of {target}::{method}: {e}")));
+        let step = step.map_err(|e| {
+            Some(format!(
+                "cannot encode arguments of {target}::{method}: {e}"
+            ))
+        });
         Self {
             step,
             _types: PhantomData,

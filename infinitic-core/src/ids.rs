@@ -49,7 +49,9 @@ impl From<String> for WorkflowId {
 
 /// One execution of a method on a workflow instance: `MethodRun(0)` is the method that
 /// started the instance; later runs (several methods on one instance) count up from there.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct MethodRun(pub u32);
 

@@ -2,10 +2,10 @@
 //! produces against the one recorded at its position.
 
 use crate::engine::{Applied, Mismatch, ParkReason, Progress, Start, Status};
+use crate::History;
 use crate::{
     CommandRecord, DispatchError, HistoryEvent, MethodRun, WorkflowDefinition, WorkflowInstance,
 };
-use crate::History;
 use std::collections::VecDeque;
 
 /// The result of replaying a history.
@@ -45,7 +45,11 @@ pub fn replay(
         let mismatch = match event {
             HistoryEvent::Scheduled(recorded) => match produced.pop_front() {
                 Some(found) if found.command.matches(&recorded.command) => None,
-                found => Some(mismatch_at(recorded.position, Some(recorded), found.as_ref())),
+                found => Some(mismatch_at(
+                    recorded.position,
+                    Some(recorded),
+                    found.as_ref(),
+                )),
             },
             HistoryEvent::Completed(completion) => match produced.front() {
                 // History ran on to a completion, but the code produced more commands first;
@@ -56,7 +60,10 @@ pub fn replay(
                 }
                 None if instance.is_finished() => None,
                 None => match instance.apply(completion.clone()) {
-                    Ok(Applied::Progressed(Progress { commands, status: s })) => {
+                    Ok(Applied::Progressed(Progress {
+                        commands,
+                        status: s,
+                    })) => {
                         produced.extend(commands);
                         status = s;
                         None

@@ -48,7 +48,10 @@ pub fn random() -> u64 {
 /// # Panics
 /// If the range is empty.
 pub fn random_range(range: std::ops::Range<u64>) -> u64 {
-    assert!(range.start < range.end, "workflow::random_range: empty range");
+    assert!(
+        range.start < range.end,
+        "workflow::random_range: empty range"
+    );
     let span = range.end - range.start;
     // Rejection sampling keeps the distribution uniform.
     let zone = u64::MAX - (u64::MAX % span);
@@ -97,7 +100,9 @@ pub struct JoinAll<F: Future> {
 
 impl<F: Future> std::fmt::Debug for JoinAll<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinAll").field("len", &self.slots.len()).finish()
+        f.debug_struct("JoinAll")
+            .field("len", &self.slots.len())
+            .finish()
     }
 }
 
@@ -154,7 +159,10 @@ where
         .into_iter()
         .map(|s| Box::pin(s.into_future()))
         .collect();
-    assert!(!futures.is_empty(), "workflow::select needs at least one step");
+    assert!(
+        !futures.is_empty(),
+        "workflow::select needs at least one step"
+    );
     Select { futures }
 }
 
@@ -166,7 +174,9 @@ pub struct Select<F: Future> {
 
 impl<F: Future> std::fmt::Debug for Select<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Select").field("len", &self.futures.len()).finish()
+        f.debug_struct("Select")
+            .field("len", &self.futures.len())
+            .finish()
     }
 }
 

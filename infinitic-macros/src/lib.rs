@@ -7,8 +7,8 @@
 mod attr;
 mod determinism;
 mod errors;
-mod signature;
 mod service;
+mod signature;
 mod workflow;
 
 use proc_macro::TokenStream;

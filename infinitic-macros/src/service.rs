@@ -1,8 +1,8 @@
 //! `#[service]` on a trait: the workflow-side stub and the worker-side dispatcher.
 
+use crate::attr;
 use crate::errors::Errors;
 use crate::signature::{assert_message_types, read_methods, rewrite_trait, suffixed, Method};
-use crate::attr;
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Item, ItemTrait, LitStr};
