@@ -254,14 +254,14 @@ fn workflows_survive_repeated_sigkill_of_their_worker() {
             .or_default()
             .push(attempt.parse().unwrap());
     }
+    // Within one worker process a task runs at most once (its lease outlives it), so a task
+    // can only run again after a kill: at most once per worker process started.
+    let processes = kills as usize + 1;
     for (task, seen) in &attempts {
-        let mut sorted = seen.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(
-            sorted.len(),
-            seen.len(),
-            "{task} ran twice in one delivery (attempts {seen:?}): only a redelivery after a lease expired may run it again"
+        assert!(
+            seen.len() <= processes,
+            "{task} ran {} times (attempts {seen:?}) across {processes} worker processes",
+            seen.len()
         );
     }
     let expected: BTreeSet<String> = ids
@@ -280,8 +280,8 @@ fn workflows_survive_repeated_sigkill_of_their_worker() {
         text.lines().count(),
         expected.len()
     );
-    // In flight at a kill: tasks running, plus finished ones whose outcome awaited a commit
-    // (the batch being computed and the batches being committed).
+    // In flight at a kill: tasks running, plus tasks handed over or finished whose commits were
+    // not yet durable (the batch being computed and the batches being committed).
     let in_flight = CONCURRENCY + BATCH * (1 + worker_config().commits_in_flight);
     assert!(
         extra <= kills as usize * in_flight,

@@ -17,7 +17,9 @@ use std::task::{Context, Poll};
 pub struct TaskInfo {
     /// Stable across retries, redeliveries and worker crashes: the command that requested it.
     pub id: CommandId,
-    /// Attempt number, from 1.
+    /// Attempt number, from 1: deliveries of the task's stored message. A worker starts a task
+    /// as soon as the commit recording it is submitted; if it crashes before that commit is on
+    /// disk, the task is scheduled anew on recovery and counts from 1 again (same `id`).
     pub attempt: u32,
 }
 
