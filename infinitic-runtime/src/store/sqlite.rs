@@ -352,6 +352,8 @@ struct Effects {
     published: Cell<bool>,
     /// Instances that reached a final state.
     finished: RefCell<Vec<WorkflowId>>,
+    /// An operation failed half-way without a savepoint: the batch must not commit.
+    poisoned: RefCell<Option<StoreError>>,
 }
 
 /// An operation's answer, sent only after its transaction committed.
@@ -436,7 +438,10 @@ impl Writer {
             .transitions
             .fetch_add(transitions as u64, Ordering::Relaxed);
         let answers: Vec<Answer> = batch.into_iter().map(|op| self.execute(op)).collect();
-        let failure = run(&self.connection, "COMMIT").err().map(db);
+        let failure = match self.effects.poisoned.take() {
+            Some(error) => Some(error),
+            None => run(&self.connection, "COMMIT").err().map(db),
+        };
         if failure.is_some() {
             let _ = run(&self.connection, "ROLLBACK");
         }
@@ -495,13 +500,17 @@ impl Writer {
                 let outcomes = transitions
                     .iter()
                     .map(|t| {
-                        isolated(c, |c| apply_transition(c, e, t)).map(|applied| {
-                            if applied {
-                                CommitOutcome::Committed
-                            } else {
-                                CommitOutcome::Conflict
+                        // No savepoint: a transition checks everything that can make it
+                        // conflict before its first write; an error after that poisons the
+                        // whole batch, which is then rolled back.
+                        match apply_transition(c, e, t) {
+                            Ok(true) => Ok(CommitOutcome::Committed),
+                            Ok(false) => Ok(CommitOutcome::Conflict),
+                            Err(error) => {
+                                e.poisoned.replace(Some(error.clone()));
+                                Err(error)
                             }
-                        })
+                        }
                     })
                     .collect();
                 Answer::Committed(tx, outcomes)
@@ -711,8 +720,8 @@ fn settle(c: &Connection, effects: &Effects, settlements: &[Settlement]) -> Resu
     Ok(())
 }
 
-/// Applies one transition; `false` when its compare-and-set fails (then nothing of it is
-/// applied).
+/// Applies one transition; `false` when its compare-and-set fails (then nothing of it was
+/// written: both checks come before the first write).
 fn apply_transition(c: &Connection, effects: &Effects, t: &Transition) -> Result<bool, StoreError> {
     match try_apply(c, effects, t)? {
         Ok(()) => {
@@ -721,11 +730,7 @@ fn apply_transition(c: &Connection, effects: &Effects, t: &Transition) -> Result
             }
             Ok(true)
         }
-        Err(Conflict) => {
-            // Undo this transition's partial work; `isolated` releases the savepoint.
-            run(c, "ROLLBACK TO op").map_err(db)?;
-            Ok(false)
-        }
+        Err(Conflict) => Ok(false),
     }
 }
 
@@ -735,6 +740,17 @@ fn try_apply(
     t: &Transition,
 ) -> Result<Result<(), Conflict>, StoreError> {
     let id = t.workflow_id.as_str();
+    // First check: the consumed message is still there (not applied by another consumer).
+    if let Some(delivery) = t.consumed {
+        let present = c
+            .prepare_cached("SELECT 1 FROM queue WHERE id = ?1")
+            .map_err(db)?
+            .exists([delivery])
+            .map_err(db)?;
+        if !present {
+            return Ok(Err(Conflict));
+        }
+    }
     let state = encode(&t.state).map_err(|e| StoreError::Database(e.to_string()))?;
     let now = millis(now());
     let appended = i64::from(!t.append.is_empty());
@@ -819,8 +835,10 @@ fn try_apply(
             .execute([delivery])
             .map_err(db)?;
         if deleted == 0 {
-            // Another consumer already applied this message.
-            return Ok(Err(Conflict));
+            // Checked present above, in this same write transaction: cannot happen.
+            return Err(StoreError::Database(format!(
+                "message {delivery} vanished while workflow {id} consumed it"
+            )));
         }
     }
     if !t.append.is_empty() {
