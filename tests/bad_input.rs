@@ -275,6 +275,7 @@ async fn a_start_for_an_unknown_workflow_is_dead_lettered_and_fails() {
         method: "run".into(),
         input: infinitic::encode(&()).unwrap(),
         parent: None,
+        pending: false,
     });
     s.store
         .publish(vec![raw("workflow:Probe", "ghost-1", message)])

@@ -28,6 +28,10 @@ pub enum Message {
         input: Payload,
         /// Who waits for the result: the parent step, if this is a child workflow.
         parent: Option<ParentStep>,
+        /// The sender stored the instance as pending (its first version) in the commit that
+        /// published this message, so the worker need not look it up on first delivery.
+        #[serde(default)]
+        pending: bool,
     },
     /// Run one attempt of a service task.
     ExecuteTask {

@@ -97,6 +97,7 @@ impl<S: Transport + StateStore + Clone> Client<S> {
                 method: call.method().to_string(),
                 input: input.clone(),
                 parent: None,
+                pending: true,
             }),
             at,
         );

@@ -170,7 +170,7 @@ pub struct StoredWorkflow {
 pub struct Transition {
     /// The instance.
     pub workflow_id: WorkflowId,
-    /// The version this change was computed from; 0 creates the instance.
+    /// The version this change was computed from; 0 creates the instance (at version 1).
     pub expected_version: u64,
     /// Required when creating, or when a pending instance starts.
     pub header: Option<WorkflowHeader>,

@@ -146,6 +146,9 @@ pub(super) async fn run<S: Transport + StateStore>(
     let _ = receiver.await;
 }
 
+/// The version of a newly stored instance (see `StateStore::commit`).
+const FIRST_VERSION: u64 = 1;
+
 /// Message ids reserved at a time for tasks handed over in memory.
 const ID_BLOCK: u32 = 4096;
 
@@ -226,9 +229,12 @@ impl Engine {
                         method,
                         input,
                         parent,
+                        pending,
                     }) => {
+                        // On a redelivery, look the instance up: it may have started already.
+                        let pending = pending && delivery.attempt == 1;
                         let start = (workflow_id, workflow, method, input, parent);
-                        self.start(store, delivery.id, start).await
+                        self.start(store, delivery.id, pending, start).await
                     }
                     Ok(Message::CommandCompleted {
                         command,
@@ -264,19 +270,27 @@ impl Engine {
         &mut self,
         store: &S,
         consumed: DeliveryId,
+        pending: bool,
         (id, workflow, method, input, parent): StartRequest,
     ) -> Result<Effect, String> {
         if self.cache.get(&id).is_some() {
             return Ok(Effect::Ack); // duplicate start
         }
-        let existing = store
-            .load(&id, false)
-            .await
-            .map_err(|e| format!("cannot load workflow {id}: {e}"))?;
-        let expected_version = match &existing {
-            Some(stored) if stored.state == WorkflowState::Pending => stored.version,
-            Some(_) => return Ok(Effect::Ack), // already started: a duplicate
-            None => 0,
+        let expected_version = if pending {
+            // Stored as pending (first version) with this message: no round trip to the
+            // store, which would wait behind the commits in flight. If it moved on meanwhile,
+            // the compare-and-set fails and the redelivery takes the path below.
+            FIRST_VERSION
+        } else {
+            let existing = store
+                .load(&id, false)
+                .await
+                .map_err(|e| format!("cannot load workflow {id}: {e}"))?;
+            match &existing {
+                Some(stored) if stored.state == WorkflowState::Pending => stored.version,
+                Some(_) => return Ok(Effect::Ack), // already started: a duplicate
+                None => 0,
+            }
         };
         let at = now();
         let header = WorkflowHeader {
@@ -604,6 +618,7 @@ impl Live {
                             workflow: self.workflow.clone(),
                             command,
                         }),
+                        pending: false,
                     }),
                     deliver_at: at,
                     local_lease: None,
