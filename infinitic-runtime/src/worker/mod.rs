@@ -47,7 +47,7 @@ impl Default for WorkerConfig {
             task_timeout: Duration::from_secs(60),
             cache_capacity: 10_000,
             workflow_batch: 256,
-            commits_in_flight: 64,
+            commits_in_flight: 16,
             poll_interval: Duration::from_millis(50),
             workflow_lease: Duration::from_secs(30),
             task_lease_margin: Duration::from_secs(30),
