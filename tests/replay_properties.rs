@@ -1123,11 +1123,10 @@ proptest! {
                 prop_assert!(next.location.unwrap().to_string().starts_with(&location_of(after[p].1)));
             }
             Some(p) => {
-                let Status::Parked(ParkReason::Nondeterminism(Mismatch { position, expected, found, location })) =
-                    &replayed.status
-                else {
+                let Status::Parked(ParkReason::Nondeterminism(mismatch)) = &replayed.status else {
                     return Err(TestCaseError::fail(format!("expected a mismatch at {p}, got {:?}", replayed.status)));
                 };
+                let Mismatch { position, expected, found, location } = &**mismatch;
                 prop_assert_eq!(*position as usize, p);
                 prop_assert_eq!(expected, &Some(before[p].0.clone()));
                 prop_assert_eq!(found, &after.get(p).map(|c| c.0.clone()));
@@ -1140,12 +1139,12 @@ proptest! {
                 }
                 prop_assert!(replayed.new_commands.is_empty());
                 prop_assert!(replayed.instance.is_finished());
-                let message = ParkReason::Nondeterminism(Mismatch {
+                let message = ParkReason::Nondeterminism(Box::new(Mismatch {
                     position: *position,
                     expected: expected.clone(),
                     found: found.clone(),
                     location: location.clone(),
-                })
+                }))
                 .to_string();
                 prop_assert!(message.contains(&format!("at position {p}")), "{}", message);
             }
@@ -1156,7 +1155,7 @@ proptest! {
 fn mismatch_of(script: &[Op], changed: &[Op], order: &[Pick]) -> Mismatch {
     let old = run(script, "wf-e", order);
     match replay(&definition(changed), &old.history).unwrap().status {
-        Status::Parked(ParkReason::Nondeterminism(mismatch)) => mismatch,
+        Status::Parked(ParkReason::Nondeterminism(mismatch)) => *mismatch,
         other => panic!("expected a mismatch, got {other:?}"),
     }
 }
@@ -1203,7 +1202,7 @@ fn a_timer_instead_of_a_call_is_reported_with_both() {
         .clone()
         .unwrap()
         .starts_with(&location_of("sleep")));
-    let message = ParkReason::Nondeterminism(mismatch).to_string();
+    let message = ParkReason::Nondeterminism(Box::new(mismatch)).to_string();
     assert!(
         message.contains("history has child workflow Child::run, the code now produces timer"),
         "{message}"
@@ -1240,7 +1239,7 @@ fn a_branch_that_now_creates_its_call_at_once_is_reported() {
         .clone()
         .unwrap()
         .starts_with(&location_of("square")));
-    let message = ParkReason::Nondeterminism(mismatch).to_string();
+    let message = ParkReason::Nondeterminism(Box::new(mismatch)).to_string();
     assert!(
         message.contains(
             "history recorded call Calc::square only after a completion, the code now produces it before"

@@ -32,7 +32,8 @@ pub enum Status {
 pub enum ParkReason {
     /// Replaying the code against its history produced different commands.
     #[error("{0}")]
-    Nondeterminism(Mismatch),
+    /// (Boxed: it is rare and large, and `Status` is moved on every step.)
+    Nondeterminism(Box<Mismatch>),
     /// The workflow code panicked.
     #[error("the workflow panicked: {message}")]
     Panicked {

@@ -84,7 +84,7 @@ pub fn replay(
             return Ok(Replay {
                 instance,
                 new_commands: Vec::new(),
-                status: Status::Parked(ParkReason::Nondeterminism(mismatch)),
+                status: Status::Parked(ParkReason::Nondeterminism(Box::new(mismatch))),
             });
         }
     }
