@@ -83,7 +83,7 @@ fn worker_config() -> WorkerConfig {
     }
 }
 
-/// The child process: runs a worker until killed. Started by the test below through this same
+/// The child process: runs a worker until killed or interrupted. Started by the test below through this same
 /// test binary; does nothing when run on its own.
 #[test]
 #[ignore = "run as a child process by workflows_survive_repeated_sigkill_of_their_worker"]
@@ -103,14 +103,15 @@ fn crash_worker_child() {
         .unwrap();
     runtime.block_on(async {
         let store = SqliteStore::open(&db, OpenMode::MustExist).unwrap();
-        let _running = Worker::new(store)
+        // Until SIGKILL (crash) or Ctrl-C / SIGTERM (graceful stop).
+        Worker::new(store)
             .service(CounterDispatcher::new(LoggingCounter {
                 log: Mutex::new(log),
             }))
             .workflow(ChainImpl::default)
             .config(worker_config())
-            .start();
-        std::future::pending::<()>().await;
+            .run_until_signal()
+            .await;
     });
 }
 
@@ -287,5 +288,100 @@ fn workflows_survive_repeated_sigkill_of_their_worker() {
         extra <= kills as usize * in_flight,
         "re-executions ({extra}) exceed the tasks that can be in flight at {kills} kills"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_stops_a_worker_gracefully_losing_and_repeating_nothing() {
+    let dir = std::env::temp_dir().join(format!("infinitic-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("sigint.db");
+    let log = dir.join("executions.log");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = SqliteStore::open(&db, OpenMode::CreateIfMissing).unwrap();
+    let client = Client::new(store.clone());
+    let ids: Vec<WorkflowId> = (0..WORKFLOWS)
+        .map(|i| WorkflowId::new(format!("sigint-{i}")))
+        .collect();
+    let completed = || {
+        runtime.block_on(async {
+            let mut done = 0;
+            for id in &ids {
+                if let Some(WorkflowState::Completed(_)) = client.status(id).await.unwrap() {
+                    done += 1;
+                }
+            }
+            done
+        })
+    };
+    runtime.block_on(async {
+        for (i, id) in ids.iter().enumerate() {
+            client
+                .dispatch_with_id(id.clone(), ChainStub.run(i as u64))
+                .await
+                .unwrap();
+        }
+    });
+
+    let mut child = spawn_worker(&db, &log);
+    std::thread::sleep(Duration::from_millis(400));
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("send SIGINT");
+    assert!(interrupted.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "a graceful stop exits cleanly: {status:?}"
+    );
+    let done_at_stop = completed();
+    assert!(
+        done_at_stop < WORKFLOWS as usize,
+        "the stop must land mid-run to show anything ({done_at_stop} done)"
+    );
+
+    let mut child = spawn_worker(&db, &log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while completed() < WORKFLOWS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "workflows did not all finish in time"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Nothing in flight was dropped or run twice: each task ran exactly once.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut executions: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in text.lines() {
+        *executions
+            .entry(line.split(' ').next().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(executions.len(), WORKFLOWS as usize * STEPS as usize);
+    let repeated: Vec<_> = executions.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "re-run after a graceful stop: {repeated:?}"
+    );
+    println!("graceful stop with {done_at_stop} of {WORKFLOWS} done; every task ran exactly once");
     let _ = std::fs::remove_dir_all(&dir);
 }
