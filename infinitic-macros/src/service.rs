@@ -2,7 +2,10 @@
 
 use crate::attr;
 use crate::errors::Errors;
-use crate::signature::{assert_message_types, read_methods, rewrite_trait, suffixed, Method};
+use crate::signature::{
+    assert_message_types, decode_arguments, read_methods, rewrite_trait, stub_method, suffixed,
+    Method,
+};
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Item, ItemTrait, LitStr};
@@ -41,11 +44,6 @@ fn generate(item: &ItemTrait, name: Option<LitStr>, methods: &[Method]) -> Token
     let assertions = assert_message_types(methods);
 
     let stub_methods = methods.iter().map(|m| {
-        let ident = &m.ident;
-        let docs = &m.docs;
-        let names = &m.arg_names;
-        let types = &m.arg_types;
-        let method_name = m.name();
         let (ok, err) = match m.fallible() {
             Some((ok, err)) => (quote!(#ok), quote!(#err)),
             None => {
@@ -53,22 +51,21 @@ fn generate(item: &ItemTrait, name: Option<LitStr>, methods: &[Method]) -> Token
                 (quote!(#out), quote!(::infinitic::__private::NoError))
             }
         };
-        quote! {
-            #(#docs)*
-            #[track_caller]
-            pub fn #ident(&self, #(#names: #types),*) -> ::infinitic::__private::ServiceCall<#ok, #err> {
-                ::infinitic::__private::ServiceCall::new(Self::NAME, #method_name, &(#(#names,)*))
-            }
-        }
+        stub_method(
+            m,
+            quote!(::infinitic::__private::ServiceCall<#ok, #err>),
+            quote!(::infinitic::__private::ServiceCall::new),
+        )
     });
 
     let dispatch_arms = methods.iter().map(|m| {
         let ident = &m.ident;
         let method_name = m.name();
-        let names: Vec<_> = (0..m.arg_types.len())
-            .map(|i| quote::format_ident!("__arg{}", i))
-            .collect();
-        let types = &m.arg_types;
+        let (names, decode) = decode_arguments(
+            m,
+            &quote::format_ident!("args"),
+            quote!(return ::infinitic::__private::bad_arguments(Self::NAME, method, e);),
+        );
         let encode = if m.fallible().is_some() {
             quote!(::infinitic::__private::encode_fallible(__output))
         } else {
@@ -76,12 +73,7 @@ fn generate(item: &ItemTrait, name: Option<LitStr>, methods: &[Method]) -> Token
         };
         quote! {
             #method_name => {
-                let (#(#names,)*): (#(#types,)*) = match ::infinitic::__private::decode(args) {
-                    ::core::result::Result::Ok(decoded) => decoded,
-                    ::core::result::Result::Err(e) => {
-                        return ::infinitic::__private::bad_arguments(Self::NAME, method, e);
-                    }
-                };
+                #decode
                 let service = ::infinitic::__private::Arc::clone(service);
                 ::infinitic::__private::guard_task(async move {
                     let __output = <S as #trait_ident>::#ident(&*service, #(#names),*).await;

@@ -278,6 +278,47 @@ pub(crate) fn assert_message_types(methods: &[Method]) -> TokenStream {
     }
 }
 
+/// A stub method: same name, parameters and docs as the trait's, returning the call value
+/// `returns` built by `constructor(Self::NAME, "method", &(args,))`.
+pub(crate) fn stub_method(
+    m: &Method,
+    returns: TokenStream,
+    constructor: TokenStream,
+) -> TokenStream {
+    let ident = &m.ident;
+    let docs = &m.docs;
+    let names = &m.arg_names;
+    let types = &m.arg_types;
+    let method_name = m.name();
+    quote! {
+        #(#docs)*
+        #[track_caller]
+        pub fn #ident(&self, #(#names: #types),*) -> #returns {
+            #constructor(Self::NAME, #method_name, &(#(#names,)*))
+        }
+    }
+}
+
+/// Decodes `bytes` into the method's arguments, bound to the returned names; runs `on_error`
+/// (which must diverge) with the decoding error bound to `e`.
+pub(crate) fn decode_arguments(
+    m: &Method,
+    bytes: &Ident,
+    on_error: TokenStream,
+) -> (Vec<Ident>, TokenStream) {
+    let names: Vec<Ident> = (0..m.arg_types.len())
+        .map(|i| quote::format_ident!("__arg{}", i))
+        .collect();
+    let types = &m.arg_types;
+    let decode = quote! {
+        let (#(#names,)*): (#(#types,)*) = match ::infinitic::__private::decode(#bytes) {
+            ::core::result::Result::Ok(decoded) => decoded,
+            ::core::result::Result::Err(e) => { #on_error }
+        };
+    };
+    (names, decode)
+}
+
 /// Appends `suffix` to an identifier, keeping its span.
 pub(crate) fn suffixed(ident: &Ident, suffix: &str) -> Ident {
     Ident::new(&format!("{ident}{suffix}"), ident.span())

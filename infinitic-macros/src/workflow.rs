@@ -4,7 +4,10 @@
 use crate::attr;
 use crate::determinism;
 use crate::errors::Errors;
-use crate::signature::{assert_message_types, read_methods, rewrite_trait, suffixed, Method};
+use crate::signature::{
+    assert_message_types, decode_arguments, read_methods, rewrite_trait, stub_method, suffixed,
+    Method,
+};
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Item, ItemImpl, ItemTrait, LitStr};
@@ -54,38 +57,27 @@ fn expand_trait(item: &ItemTrait, name: Option<LitStr>, methods: &[Method]) -> T
     let assertions = assert_message_types(methods);
 
     let stub_methods = methods.iter().map(|m| {
-        let ident = &m.ident;
-        let docs = &m.docs;
-        let names = &m.arg_names;
-        let types = &m.arg_types;
         let output = &m.output;
-        let method_name = m.name();
-        quote! {
-            #(#docs)*
-            #[track_caller]
-            pub fn #ident(&self, #(#names: #types),*) -> ::infinitic::__private::WorkflowCall<#output> {
-                ::infinitic::__private::WorkflowCall::new(Self::NAME, #method_name, &(#(#names,)*))
-            }
-        }
+        stub_method(
+            m,
+            quote!(::infinitic::__private::WorkflowCall<#output>),
+            quote!(::infinitic::__private::WorkflowCall::new),
+        )
     });
 
     let start_arms = methods.iter().map(|m| {
         let ident = &m.ident;
         let method_name = m.name();
-        let names: Vec<_> = (0..m.arg_types.len())
-            .map(|i| quote::format_ident!("__arg{}", i))
-            .collect();
-        let types = &m.arg_types;
+        let (names, decode) = decode_arguments(
+            m,
+            &quote::format_ident!("input"),
+            quote!(return ::core::result::Result::Err(
+                ::infinitic::__private::bad_workflow_arguments(Self::NAME, method, e),
+            );),
+        );
         quote! {
             #method_name => {
-                let (#(#names,)*): (#(#types,)*) = match ::infinitic::__private::decode(input) {
-                    ::core::result::Result::Ok(decoded) => decoded,
-                    ::core::result::Result::Err(e) => {
-                        return ::core::result::Result::Err(
-                            ::infinitic::__private::bad_workflow_arguments(Self::NAME, method, e),
-                        );
-                    }
-                };
+                #decode
                 ::core::result::Result::Ok(::infinitic::__private::Box::pin(async move {
                     let __output = <W as #trait_ident>::#ident(&workflow, #(#names),*).await;
                     ::infinitic::__private::encode_workflow_output(&__output)
