@@ -115,20 +115,115 @@ fn crash_worker_child() {
     });
 }
 
-fn spawn_worker(db: &PathBuf, log: &PathBuf) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "crash_worker_child",
-            "--test-threads=1",
-        ])
-        .env("CRASH_DB", db)
-        .env("CRASH_LOG", log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the worker process")
+/// A store shared by this test process (the client) and worker child processes, with
+/// `WORKFLOWS` chains dispatched (`{prefix}-{i}` starts at `i * 1000`).
+struct Fixture {
+    dir: PathBuf,
+    db: PathBuf,
+    log: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    store: SqliteStore,
+    client: Client<SqliteStore>,
+    ids: Vec<WorkflowId>,
+}
+
+impl Fixture {
+    fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("infinitic-{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = dir.join("store.db");
+        let store = SqliteStore::open(&db, OpenMode::CreateIfMissing).unwrap();
+        let client = Client::new(store.clone());
+        let ids: Vec<WorkflowId> = (0..WORKFLOWS)
+            .map(|i| WorkflowId::new(format!("{prefix}-{i}")))
+            .collect();
+        runtime.block_on(async {
+            for (i, id) in ids.iter().enumerate() {
+                client
+                    .dispatch_with_id(id.clone(), ChainStub.run(i as u64 * 1000))
+                    .await
+                    .unwrap();
+            }
+        });
+        Self {
+            log: dir.join("executions.log"),
+            dir,
+            db,
+            runtime,
+            store,
+            client,
+            ids,
+        }
+    }
+
+    fn spawn_worker(&self) -> std::process::Child {
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_worker_child",
+                "--test-threads=1",
+            ])
+            .env("CRASH_DB", &self.db)
+            .env("CRASH_LOG", &self.log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the worker process")
+    }
+
+    fn completed(&self) -> usize {
+        self.runtime.block_on(async {
+            let mut done = 0;
+            for id in &self.ids {
+                if let Some(WorkflowState::Completed(_)) = self.client.status(id).await.unwrap() {
+                    done += 1;
+                }
+            }
+            done
+        })
+    }
+
+    /// Runs a worker until every workflow completed, then kills it (nothing is in flight).
+    fn finish_all(&self) {
+        let mut child = self.spawn_worker();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.completed() < WORKFLOWS as usize {
+            assert!(
+                Instant::now() < deadline,
+                "workflows did not all finish in time"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Attempt numbers of each execution, by task id, from the service's log.
+    fn executions(&self) -> BTreeMap<String, Vec<u32>> {
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        let mut executions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for line in text.lines() {
+            let (task, attempt) = line.split_once(' ').unwrap();
+            executions
+                .entry(task.to_string())
+                .or_default()
+                .push(attempt.parse().unwrap());
+        }
+        executions
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A small LCG: the kill schedule only needs to vary, and its seed is printed to replay it.
@@ -145,70 +240,26 @@ impl Schedule {
 
 #[test]
 fn workflows_survive_repeated_sigkill_of_their_worker() {
-    let dir = std::env::temp_dir().join(format!("infinitic-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("crash.db");
-    let log = dir.join("executions.log");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = SqliteStore::open(&db, OpenMode::CreateIfMissing).unwrap();
-    let client = Client::new(store.clone());
-    let ids: Vec<WorkflowId> = (0..WORKFLOWS)
-        .map(|i| WorkflowId::new(format!("chain-{i}")))
-        .collect();
-    runtime.block_on(async {
-        for (i, id) in ids.iter().enumerate() {
-            client
-                .dispatch_with_id(id.clone(), ChainStub.run(i as u64 * 1000))
-                .await
-                .unwrap();
-        }
-    });
-
+    let f = Fixture::new("chain");
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
     println!("kill schedule seed: {seed}");
     let mut schedule = Schedule(seed);
-    let all_done = || {
-        runtime.block_on(async {
-            let mut done = 0;
-            for id in &ids {
-                if let Some(WorkflowState::Completed(_)) = client.status(id).await.unwrap() {
-                    done += 1;
-                }
-            }
-            done
-        })
-    };
     let started = Instant::now();
     let mut kills = 0u32;
     let mut done_at_kill = Vec::new();
     while kills < MIN_KILLS + 2 {
-        let mut child = spawn_worker(&db, &log);
+        let mut child = f.spawn_worker();
         std::thread::sleep(Duration::from_millis(schedule.next_millis(40, 400)));
         child.kill().expect("SIGKILL the worker");
         child.wait().unwrap();
         kills += 1;
-        done_at_kill.push(all_done());
+        done_at_kill.push(f.completed());
     }
     println!("kills: {kills}; workflows completed at each kill: {done_at_kill:?}");
-    let mut child = spawn_worker(&db, &log);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while all_done() < WORKFLOWS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "workflows did not all finish in time"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    f.finish_all();
     println!(
         "all {WORKFLOWS} completed {:.1?} after the first start",
         started.elapsed()
@@ -219,9 +270,9 @@ fn workflows_survive_repeated_sigkill_of_their_worker() {
     );
 
     // Right results, and each step applied exactly once.
-    runtime.block_on(async {
-        for (i, id) in ids.iter().enumerate() {
-            let stored = store.load(id, true).await.unwrap().unwrap();
+    f.runtime.block_on(async {
+        for (i, id) in f.ids.iter().enumerate() {
+            let stored = f.store.load(id, true).await.unwrap().unwrap();
             let WorkflowState::Completed(bytes) = &stored.state else {
                 panic!("{id} is {:?}", stored.state);
             };
@@ -244,41 +295,32 @@ fn workflows_survive_repeated_sigkill_of_their_worker() {
     });
 
     // Stable task ids; re-executions only for tasks in flight at a kill.
-    let text = std::fs::read_to_string(&log).unwrap();
-    let mut executions: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut attempts: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for line in text.lines() {
-        let (task, attempt) = line.split_once(' ').unwrap();
-        *executions.entry(task).or_default() += 1;
-        attempts
-            .entry(task)
-            .or_default()
-            .push(attempt.parse().unwrap());
-    }
+    let executions = f.executions();
     // Within one worker process a task runs at most once (its lease outlives it), so a task
     // can only run again after a kill: at most once per worker process started.
     let processes = kills as usize + 1;
-    for (task, seen) in &attempts {
+    for (task, seen) in &executions {
         assert!(
             seen.len() <= processes,
             "{task} ran {} times (attempts {seen:?}) across {processes} worker processes",
             seen.len()
         );
     }
-    let expected: BTreeSet<String> = ids
+    let expected: BTreeSet<String> = f
+        .ids
         .iter()
         .flat_map(|id| (0..STEPS).map(move |p| format!("{id}/0/{p}")))
         .collect();
-    let seen: BTreeSet<String> = executions.keys().map(|k| k.to_string()).collect();
+    let seen: BTreeSet<String> = executions.keys().cloned().collect();
     assert_eq!(
         seen, expected,
         "every task ran under its stable id, and no other id appeared"
     );
-    let reexecuted = executions.values().filter(|&&n| n > 1).count();
-    let extra: usize = executions.values().map(|n| n - 1).sum();
+    let reexecuted = executions.values().filter(|runs| runs.len() > 1).count();
+    let extra: usize = executions.values().map(|runs| runs.len() - 1).sum();
     println!(
         "task executions: {} for {} tasks; {reexecuted} tasks re-executed ({extra} extra runs) over {kills} kills",
-        text.lines().count(),
+        expected.len() + extra,
         expected.len()
     );
     // In flight at a kill: tasks running, plus tasks handed over or finished whose commits were
@@ -288,47 +330,12 @@ fn workflows_survive_repeated_sigkill_of_their_worker() {
         extra <= kills as usize * in_flight,
         "re-executions ({extra}) exceed the tasks that can be in flight at {kills} kills"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn ctrl_c_stops_a_worker_gracefully_losing_and_repeating_nothing() {
-    let dir = std::env::temp_dir().join(format!("infinitic-sigint-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("sigint.db");
-    let log = dir.join("executions.log");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = SqliteStore::open(&db, OpenMode::CreateIfMissing).unwrap();
-    let client = Client::new(store.clone());
-    let ids: Vec<WorkflowId> = (0..WORKFLOWS)
-        .map(|i| WorkflowId::new(format!("sigint-{i}")))
-        .collect();
-    let completed = || {
-        runtime.block_on(async {
-            let mut done = 0;
-            for id in &ids {
-                if let Some(WorkflowState::Completed(_)) = client.status(id).await.unwrap() {
-                    done += 1;
-                }
-            }
-            done
-        })
-    };
-    runtime.block_on(async {
-        for (i, id) in ids.iter().enumerate() {
-            client
-                .dispatch_with_id(id.clone(), ChainStub.run(i as u64))
-                .await
-                .unwrap();
-        }
-    });
-
-    let mut child = spawn_worker(&db, &log);
+    let f = Fixture::new("sigint");
+    let mut child = f.spawn_worker();
     std::thread::sleep(Duration::from_millis(400));
     let interrupted = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -350,38 +357,23 @@ fn ctrl_c_stops_a_worker_gracefully_losing_and_repeating_nothing() {
         status.success(),
         "a graceful stop exits cleanly: {status:?}"
     );
-    let done_at_stop = completed();
+    let done_at_stop = f.completed();
     assert!(
         done_at_stop < WORKFLOWS as usize,
         "the stop must land mid-run to show anything ({done_at_stop} done)"
     );
-
-    let mut child = spawn_worker(&db, &log);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while completed() < WORKFLOWS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "workflows did not all finish in time"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    f.finish_all();
 
     // Nothing in flight was dropped or run twice: each task ran exactly once.
-    let text = std::fs::read_to_string(&log).unwrap();
-    let mut executions: BTreeMap<&str, usize> = BTreeMap::new();
-    for line in text.lines() {
-        *executions
-            .entry(line.split(' ').next().unwrap())
-            .or_default() += 1;
-    }
+    let executions = f.executions();
     assert_eq!(executions.len(), WORKFLOWS as usize * STEPS as usize);
-    let repeated: Vec<_> = executions.iter().filter(|(_, &n)| n > 1).collect();
+    let repeated: Vec<_> = executions
+        .iter()
+        .filter(|(_, runs)| runs.len() > 1)
+        .collect();
     assert!(
         repeated.is_empty(),
         "re-run after a graceful stop: {repeated:?}"
     );
     println!("graceful stop with {done_at_stop} of {WORKFLOWS} done; every task ran exactly once");
-    let _ = std::fs::remove_dir_all(&dir);
 }
