@@ -235,3 +235,56 @@ async fn dispatch_twenty(
     }
     handles
 }
+
+#[workflow]
+pub trait Parent {
+    async fn run(&self, n: u64) -> Result<u64, String>;
+}
+
+#[derive(Default)]
+pub struct ParentImpl {
+    child: StepsStub,
+    flaky: FlakyStub,
+}
+
+#[workflow]
+impl Parent for ParentImpl {
+    async fn run(&self, n: u64) -> Result<u64, String> {
+        // Two children in parallel, then a step of the parent's own.
+        let (a, b) = workflow::join2(self.child.run(4), self.child.run(0)).await;
+        let a: u64 = a
+            .map_err(|e| e.to_string())?
+            .parse()
+            .map_err(|_| "a".to_string())?;
+        let b = b.map_err(|e| e.to_string())?;
+        assert_eq!(b, "Ok(2)");
+        self.flaky.call(n + a, 0).await.map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_workflows_run_on_the_embedded_store_and_report_to_their_parent() {
+    let store = memory_store();
+    let worker = Worker::new(store.clone())
+        .service(FlakyDispatcher::new(FlakyImpl::default()))
+        .workflow(StepsImpl::default)
+        .workflow(ParentImpl::default)
+        .config(config())
+        .start();
+    let client = Client::new(store.clone());
+    let handle = client
+        .dispatch_with_id("parent-1", ParentStub.run(100))
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), handle.result())
+        .await
+        .expect("finishes")
+        .expect("completes");
+    assert_eq!(result, Ok(121));
+    // The children are instances of their own, with ids derived from the parent's commands.
+    for (position, expected) in [(0, "20"), (1, "Ok(2)")] {
+        let child = client.handle::<String>(format!("parent-1/0/{position}"));
+        assert_eq!(child.result().await.unwrap(), expected);
+    }
+    worker.shutdown().await;
+}
