@@ -55,6 +55,17 @@ fn subscription() -> Subscription {
     }
 }
 
+/// A year of billing with every service behaving.
+async fn a_year() -> infinitic::TestRun<Result<BillingSummary, BillingError>> {
+    tester(12, RecordingMailer::default())
+        .run(
+            workflow::Billing::default,
+            BillingWorkflowStub.run(subscription()),
+        )
+        .await
+        .expect("the workflow returns")
+}
+
 fn calls_in(history: &History, service: &str) -> usize {
     history
         .scheduled()
@@ -129,13 +140,7 @@ async fn bills_twelve_months_then_stops_when_unsubscribed() {
 
 #[tokio::test]
 async fn the_history_replays_to_the_same_result_with_nothing_new_to_do() {
-    let run = tester(12, RecordingMailer::default())
-        .run(
-            workflow::Billing::default,
-            BillingWorkflowStub.run(subscription()),
-        )
-        .await
-        .unwrap();
+    let run = a_year().await;
     let definition = WorkflowFactory::new(workflow::Billing::default);
     let replayed = replay(&definition, &run.history).unwrap();
     assert!(replayed.new_commands.is_empty());
@@ -150,13 +155,7 @@ async fn the_history_replays_to_the_same_result_with_nothing_new_to_do() {
 
 #[tokio::test]
 async fn a_worker_that_crashed_mid_year_resumes_from_history_exactly_where_it_stopped() {
-    let run = tester(12, RecordingMailer::default())
-        .run(
-            workflow::Billing::default,
-            BillingWorkflowStub.run(subscription()),
-        )
-        .await
-        .unwrap();
+    let run = a_year().await;
     let definition = WorkflowFactory::new(workflow::Billing::default);
     let events = &run.history.events;
     // "Crash" after each completion in turn: rebuild from the prefix, then feed the rest.

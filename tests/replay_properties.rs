@@ -619,6 +619,25 @@ fn prefix(history: &History, len: usize) -> History {
     }
 }
 
+/// A crash after `cut` events: replays that prefix cold, then feeds the rest of `history` to
+/// the recovered instance. Returns the final status, the history it rebuilt and the instance.
+fn recover_and_continue(
+    definition: &dyn WorkflowDefinition,
+    history: &History,
+    cut: usize,
+) -> (Status, History, WorkflowInstance) {
+    let mut rebuilt = prefix(history, cut);
+    let mut recovered = replay(definition, &rebuilt).unwrap();
+    rebuilt.record_scheduled(&recovered.new_commands);
+    let status = continue_sticky(
+        &mut recovered.instance,
+        recovered.status,
+        &mut rebuilt,
+        &history.events[cut..],
+    );
+    (status, rebuilt, recovered.instance)
+}
+
 /// Feeds the completions of `events` to `instance` one by one, recording into `history` what
 /// a live engine would. Returns the final status.
 fn continue_sticky(
@@ -858,19 +877,12 @@ proptest! {
         // Crash after any completion, recover cold, go on sticky.
         for snapshot in &live.snapshots {
             let cut = snapshot.after_event;
-            let mut rebuilt = prefix(&live.history, cut);
-            let mut recovered = replay(&definition, &rebuilt).unwrap();
-            rebuilt.record_scheduled(&recovered.new_commands);
-            let status = continue_sticky(
-                &mut recovered.instance,
-                recovered.status,
-                &mut rebuilt,
-                &live.history.events[cut..],
-            );
+            let (status, rebuilt, instance) =
+                recover_and_continue(&definition, &live.history, cut);
             prop_assert_eq!(&status, &live.status, "recovered after event {}", cut);
             prop_assert_eq!(&rebuilt, &live.history);
             prop_assert_eq!(detailed(rebuilt.scheduled()), detailed(live.history.scheduled()));
-            prop_assert_eq!(recovered.instance.now(), live.instance.now());
+            prop_assert_eq!(instance.now(), live.instance.now());
         }
 
         // What a store keeps is the encoded history (without source locations).
@@ -1314,15 +1326,7 @@ proptest! {
         // Cold, from any point, then sticky: the same lines.
         for snapshot in &live.snapshots {
             let cut = snapshot.after_event;
-            let mut rebuilt = prefix(&live.history, cut);
-            let mut recovered = replay(&definition, &rebuilt).unwrap();
-            rebuilt.record_scheduled(&recovered.new_commands);
-            let status = continue_sticky(
-                &mut recovered.instance,
-                recovered.status,
-                &mut rebuilt,
-                &live.history.events[cut..],
-            );
+            let (status, _, _) = recover_and_continue(&definition, &live.history, cut);
             prop_assert_eq!(output_of(&status), output.clone(), "recovered after event {}", cut);
         }
     }
