@@ -71,7 +71,7 @@ impl<S: Transport + StateStore + Clone> Client<S> {
         &self,
         call: WorkflowCall<R>,
     ) -> Result<WorkflowHandle<R, S>, ClientError> {
-        let id = WorkflowId::new(uuid::Uuid::new_v4().to_string());
+        let id = WorkflowId::new(uuid::Uuid::now_v7().to_string());
         self.dispatch_with_id(id, call).await
     }
 

@@ -740,21 +740,22 @@ fn try_apply(
     t: &Transition,
 ) -> Result<Result<(), Conflict>, StoreError> {
     let id = t.workflow_id.as_str();
-    // First check: the consumed message is still there (not applied by another consumer).
-    if let Some(delivery) = t.consumed {
-        let present = c
-            .prepare_cached("SELECT 1 FROM queue WHERE id = ?1")
-            .map_err(db)?
-            .exists([delivery])
-            .map_err(db)?;
-        if !present {
-            return Ok(Err(Conflict));
-        }
-    }
     let state = encode(&t.state).map_err(|e| StoreError::Database(e.to_string()))?;
     let now = millis(now());
     let appended = i64::from(!t.append.is_empty());
     let history_start: i64 = if t.expected_version == 0 {
+        // The consumed message must still be there (not applied by another consumer). Checked
+        // before the first write; creating an instance is rare enough for its own statement.
+        if let Some(delivery) = t.consumed {
+            let present = c
+                .prepare_cached("SELECT 1 FROM queue WHERE id = ?1")
+                .map_err(db)?
+                .exists([delivery])
+                .map_err(db)?;
+            if !present {
+                return Ok(Err(Conflict));
+            }
+        }
         let Some(header) = &t.header else {
             return Err(StoreError::Database(format!(
                 "creating workflow {id} needs its header"
@@ -792,12 +793,15 @@ fn try_apply(
         0
     } else {
         let expected = i64::try_from(t.expected_version).unwrap_or(i64::MAX);
+        // One statement checks both conditions before writing: the version (compare-and-set)
+        // and that the consumed message is still there (not applied by another consumer).
         let previous_len: Option<i64> = c
             .prepare_cached(
                 "UPDATE workflows SET state = ?1, version = version + 1,
                         history_len = history_len + ?2, updated_at = ?3,
                         started_at = coalesce(?5, started_at)
                  WHERE id = ?4 AND version = ?6
+                   AND (?7 IS NULL OR EXISTS (SELECT 1 FROM queue WHERE id = ?7))
                  RETURNING history_len - ?2",
             )
             .map_err(db)?
@@ -808,7 +812,8 @@ fn try_apply(
                     now,
                     id,
                     t.header.as_ref().map(|h| millis(h.started_at)),
-                    expected
+                    expected,
+                    t.consumed
                 ],
                 |r| r.get(0),
             )
@@ -835,7 +840,7 @@ fn try_apply(
             .execute([delivery])
             .map_err(db)?;
         if deleted == 0 {
-            // Checked present above, in this same write transaction: cannot happen.
+            // Checked present before the first write, in this same transaction: cannot happen.
             return Err(StoreError::Database(format!(
                 "message {delivery} vanished while workflow {id} consumed it"
             )));

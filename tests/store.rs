@@ -1,0 +1,325 @@
+//! The embedded store's contract, on a real file: a transition applies atomically (state,
+//! history, outbox and the removal of the consumed message) or not at all, compare-and-set on
+//! the version and on the consumed message, across handles of one file, and acknowledged
+//! commits are there after a reopen.
+
+use infinitic::store::sqlite::OpenMode;
+use infinitic::store::{
+    CommitOutcome, DeliveryId, Outgoing, Settlement, Transition, WorkflowHeader,
+};
+use infinitic::{
+    Completion, HistoryEvent, MethodRun, SqliteStore, StateStore, StepOutcome, Timestamp,
+    Transport, WorkflowId, WorkflowState,
+};
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "infinitic-store-test-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn open(&self) -> SqliteStore {
+        SqliteStore::open(self.0.join("store.db"), OpenMode::CreateIfMissing).unwrap()
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const TOPIC: &str = "workflow:Test";
+const LEASE: Duration = Duration::from_secs(30);
+
+fn header() -> WorkflowHeader {
+    WorkflowHeader {
+        workflow: "Test".into(),
+        method: "run".into(),
+        input: vec![1, 2, 3],
+        started_at: Timestamp::from_millis(1_000),
+        parent: None,
+    }
+}
+
+fn completed(position: u32) -> HistoryEvent {
+    HistoryEvent::Completed(Completion {
+        run: MethodRun(0),
+        position,
+        at: Timestamp::from_millis(2_000),
+        outcome: StepOutcome::Completed(vec![position as u8]),
+    })
+}
+
+fn message(topic: &str, body: u8) -> Outgoing {
+    Outgoing::new(topic, "key", vec![body], Timestamp::from_millis(0))
+}
+
+/// A transition of `id` from `version` that appends `event`, publishes `outbox` and consumes
+/// `consumed`.
+fn step(
+    id: &WorkflowId,
+    version: u64,
+    event: HistoryEvent,
+    outbox: Vec<Outgoing>,
+    consumed: Option<DeliveryId>,
+) -> Transition {
+    Transition {
+        workflow_id: id.clone(),
+        expected_version: version,
+        header: (version == 0).then(header),
+        state: WorkflowState::Running,
+        append: vec![event],
+        outbox,
+        consumed,
+        dead_letter: None,
+    }
+}
+
+/// Publishes one message on `topic` and leases it back.
+async fn leased(store: &SqliteStore, topic: &str, body: u8) -> DeliveryId {
+    store.publish(vec![message(topic, body)]).await.unwrap();
+    let received = store.receive(&[topic.to_string()], 1, LEASE).await.unwrap();
+    assert_eq!(received.deliveries.len(), 1);
+    assert_eq!(received.deliveries[0].payload, vec![body]);
+    received.deliveries[0].id
+}
+
+async fn queued(store: &SqliteStore, topic: &str) -> Vec<Vec<u8>> {
+    let received = store
+        .receive(&[topic.to_string()], 100, LEASE)
+        .await
+        .unwrap();
+    received.deliveries.into_iter().map(|d| d.payload).collect()
+}
+
+#[tokio::test]
+async fn a_transition_applies_state_history_outbox_and_consumption_together() {
+    let db = TempDb::new("together");
+    let store = db.open();
+    let id = WorkflowId::new("wf-1");
+    let created = store
+        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
+        .await
+        .unwrap();
+    assert_eq!(created, vec![CommitOutcome::Committed]);
+
+    let event = leased(&store, TOPIC, 7).await;
+    let outcome = store
+        .commit(vec![step(
+            &id,
+            1,
+            completed(1),
+            vec![message("service:Next", 9)],
+            Some(event),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(outcome, vec![CommitOutcome::Committed]);
+
+    let stored = store.load(&id, true).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.header, header());
+    assert_eq!(stored.history, vec![completed(0), completed(1)]);
+    assert_eq!(queued(&store, "service:Next").await, vec![vec![9]]);
+    // The consumed event is gone: settling it now finds nothing.
+    assert!(queued(&store, TOPIC).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_version_is_a_conflict_and_writes_nothing() {
+    let db = TempDb::new("stale");
+    let store = db.open();
+    let id = WorkflowId::new("wf-1");
+    store
+        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
+        .await
+        .unwrap();
+    let event = leased(&store, TOPIC, 7).await;
+    let outcome = store
+        .commit(vec![step(
+            &id,
+            5,
+            completed(1),
+            vec![message("service:Next", 9)],
+            Some(event),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(outcome, vec![CommitOutcome::Conflict]);
+
+    let stored = store.load(&id, true).await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.history, vec![completed(0)]);
+    assert!(queued(&store, "service:Next").await.is_empty());
+    // The event is still there, leased: acking it now removes it.
+    store
+        .settle(vec![Settlement::Ack {
+            delivery: event,
+            publish: vec![message("service:Acked", 1)],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(queued(&store, "service:Acked").await, vec![vec![1]]);
+}
+
+#[tokio::test]
+async fn an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing() {
+    let db = TempDb::new("consumed");
+    let store = db.open();
+    let id = WorkflowId::new("wf-1");
+    store
+        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
+        .await
+        .unwrap();
+    let event = leased(&store, TOPIC, 7).await;
+    // Another consumer (whose lease it was) settled it first.
+    store
+        .settle(vec![Settlement::Ack {
+            delivery: event,
+            publish: Vec::new(),
+        }])
+        .await
+        .unwrap();
+    let outcome = store
+        .commit(vec![step(
+            &id,
+            1,
+            completed(1),
+            vec![message("service:Next", 9)],
+            Some(event),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(outcome, vec![CommitOutcome::Conflict]);
+    let stored = store.load(&id, true).await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.history, vec![completed(0)]);
+    assert!(queued(&store, "service:Next").await.is_empty());
+}
+
+#[tokio::test]
+async fn creating_an_instance_twice_is_a_conflict() {
+    let db = TempDb::new("create-twice");
+    let store = db.open();
+    let id = WorkflowId::new("wf-1");
+    let outcomes = store
+        .commit(vec![
+            step(&id, 0, completed(0), Vec::new(), None),
+            step(&id, 0, completed(5), vec![message("service:Next", 9)], None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![CommitOutcome::Committed, CommitOutcome::Conflict]
+    );
+    let stored = store.load(&id, true).await.unwrap().unwrap();
+    assert_eq!(stored.history, vec![completed(0)]);
+    assert!(queued(&store, "service:Next").await.is_empty());
+}
+
+#[tokio::test]
+async fn one_batch_mixes_committed_and_conflicting_transitions() {
+    let db = TempDb::new("mixed");
+    let store = db.open();
+    let (a, b) = (WorkflowId::new("wf-a"), WorkflowId::new("wf-b"));
+    store
+        .commit(vec![
+            step(&a, 0, completed(0), Vec::new(), None),
+            step(&b, 0, completed(0), Vec::new(), None),
+        ])
+        .await
+        .unwrap();
+    let outcomes = store
+        .commit(vec![
+            step(&a, 1, completed(1), vec![message("service:A", 1)], None),
+            step(&b, 9, completed(1), vec![message("service:B", 2)], None),
+            step(&a, 2, completed(2), Vec::new(), None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            CommitOutcome::Committed,
+            CommitOutcome::Conflict,
+            CommitOutcome::Committed
+        ]
+    );
+    let a_stored = store.load(&a, true).await.unwrap().unwrap();
+    assert_eq!(a_stored.version, 3);
+    assert_eq!(
+        a_stored.history,
+        vec![completed(0), completed(1), completed(2)]
+    );
+    assert_eq!(store.load(&b, true).await.unwrap().unwrap().version, 1);
+    assert_eq!(queued(&store, "service:A").await, vec![vec![1]]);
+    assert!(queued(&store, "service:B").await.is_empty());
+}
+
+#[tokio::test]
+async fn two_handles_on_one_file_see_each_other_and_compare_and_set_across_them() {
+    let db = TempDb::new("two-handles");
+    let (first, second) = (db.open(), db.open());
+    let id = WorkflowId::new("wf-1");
+    first
+        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
+        .await
+        .unwrap();
+    // Both computed a step from version 1; only one applies.
+    let won = second
+        .commit(vec![step(&id, 1, completed(1), Vec::new(), None)])
+        .await
+        .unwrap();
+    let lost = first
+        .commit(vec![step(&id, 1, completed(7), Vec::new(), None)])
+        .await
+        .unwrap();
+    assert_eq!(won, vec![CommitOutcome::Committed]);
+    assert_eq!(lost, vec![CommitOutcome::Conflict]);
+    let stored = first.load(&id, true).await.unwrap().unwrap();
+    assert_eq!(stored.history, vec![completed(0), completed(1)]);
+}
+
+#[tokio::test]
+async fn acknowledged_commits_are_there_after_a_reopen() {
+    let db = TempDb::new("reopen");
+    let id = WorkflowId::new("wf-1");
+    {
+        let store = db.open();
+        let mut version = 0;
+        for position in 0..20 {
+            let outcome = store
+                .commit(vec![step(
+                    &id,
+                    version,
+                    completed(position),
+                    Vec::new(),
+                    None,
+                )])
+                .await
+                .unwrap();
+            assert_eq!(outcome, vec![CommitOutcome::Committed]);
+            version += 1;
+        }
+        store
+            .publish(vec![message("service:Later", 3)])
+            .await
+            .unwrap();
+    }
+    let store = db.open();
+    let stored = store.load(&id, true).await.unwrap().unwrap();
+    assert_eq!(stored.version, 20);
+    assert_eq!(stored.history, (0..20).map(completed).collect::<Vec<_>>());
+    assert_eq!(queued(&store, "service:Later").await, vec![vec![3]]);
+}
