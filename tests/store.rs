@@ -297,8 +297,8 @@ async fn acknowledged_commits_are_there_after_a_reopen() {
     let id = WorkflowId::new("wf-1");
     {
         let store = db.open();
-        let mut version = 0;
         for position in 0..20 {
+            let version = u64::from(position);
             let outcome = store
                 .commit(vec![step(
                     &id,
@@ -310,7 +310,6 @@ async fn acknowledged_commits_are_there_after_a_reopen() {
                 .await
                 .unwrap();
             assert_eq!(outcome, vec![CommitOutcome::Committed]);
-            version += 1;
         }
         store
             .publish(vec![message("service:Later", 3)])
