@@ -380,9 +380,19 @@ pub struct DeadLetter {
 /// How much durability a store gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Every commit is on disk (fsync) before it is acknowledged. The default.
+    /// Every operation is answered only after its commit is on disk (fsync), so nothing
+    /// acknowledged is lost, even on power loss. The default.
+    ///
+    /// The fsync of one transaction runs while the next one executes. Meanwhile another
+    /// process sharing the file may already read the commit being synced: on power loss in
+    /// that window (about a millisecond) it has seen a step that is then done again, with the
+    /// same task id.
     #[default]
     Full,
+    /// As [`Durability::Full`], and no process can read a commit before it is on disk
+    /// (SQLite's `synchronous=FULL`: the fsync is part of the commit). Fsyncs and transactions
+    /// take turns, so throughput is lower.
+    FullBeforeVisible,
     /// Nothing on disk: for tests and for measuring the cost of durability.
     InMemory,
 }

@@ -1,7 +1,15 @@
-//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, written by one
-//! thread that groups every operation waiting at the time into one transaction (group commit).
-//! Each caller is answered only after the transaction holding its operation has committed, so
-//! an acknowledged change is on disk.
+//! The embedded store: one SQLite file in WAL mode, written by one thread that groups every
+//! operation waiting at the time into one transaction (group commit). Each caller is answered
+//! only after the transaction holding its operation is on disk.
+//!
+//! With [`Durability::Full`] (the default) a second thread makes commits durable: SQLite
+//! commits without syncing (`synchronous=NORMAL`), then the sync thread fsyncs the write-ahead
+//! log and only then answers the operations of that transaction and of every one before it.
+//! One fsync covers all transactions committed since the previous one, and the writer runs the
+//! next transaction meanwhile instead of waiting for the disk. SQLite syncs the log itself
+//! before each checkpoint and the database after it, so a log that held a synced commit
+//! always keeps it. With [`Durability::FullBeforeVisible`], SQLite syncs inside each commit
+//! (`synchronous=FULL`).
 //!
 //! Several processes may open the same file; SQLite serializes their writers, and
 //! compare-and-set on workflow versions keeps their transitions consistent.
@@ -46,12 +54,11 @@ CREATE TABLE IF NOT EXISTS workflows (
     parent      BLOB,
     state       BLOB    NOT NULL,
     version     INTEGER NOT NULL,
-    history_len INTEGER NOT NULL DEFAULT 0, -- rows in `history`: one per transition
     updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     workflow_id TEXT    NOT NULL,
-    seq         INTEGER NOT NULL,
+    seq         INTEGER NOT NULL, -- the version the transition started from: one row each
     events      BLOB    NOT NULL, -- the events one transition appended, encoded together
     PRIMARY KEY (workflow_id, seq)
 ) WITHOUT ROWID;
@@ -95,7 +102,7 @@ enum Op {
     Publish(Vec<Outgoing>, Reply<()>),
     Receive(Vec<String>, usize, Duration, Reply<Received>),
     Settle(Vec<Settlement>, Reply<()>),
-    Commit(Vec<Transition>, Reply<Vec<CommitOutcome>>),
+    Commit(Vec<Encoded>, Reply<Vec<CommitOutcome>>),
     ReserveIds(u32, Reply<std::ops::Range<DeliveryId>>),
     Load(WorkflowId, bool, Reply<Option<StoredWorkflow>>),
     DeadLetters(usize, Reply<Vec<DeadLetter>>),
@@ -104,6 +111,18 @@ enum Op {
 impl Op {
     fn writes(&self) -> bool {
         !matches!(self, Op::Load(..) | Op::DeadLetters(..))
+    }
+
+    /// The answer of an operation that did not run: the batch's failure is sent in its place.
+    fn fail(self) -> Answer {
+        match self {
+            Op::Publish(_, tx) | Op::Settle(_, tx) => Answer::Unit(tx, Err(StoreError::Closed)),
+            Op::Receive(.., tx) => Answer::Received(tx, Err(StoreError::Closed)),
+            Op::Commit(_, tx) => Answer::Committed(tx, Err(StoreError::Closed)),
+            Op::ReserveIds(_, tx) => Answer::Ids(tx, Err(StoreError::Closed)),
+            Op::Load(.., tx) => Answer::Loaded(tx, Err(StoreError::Closed)),
+            Op::DeadLetters(_, tx) => Answer::Dead(tx, Err(StoreError::Closed)),
+        }
     }
 }
 
@@ -130,15 +149,24 @@ impl SqliteStore {
         let (notify, commits) = watch::channel(0u64);
         let (finished, _) = broadcast::channel(4096);
         let stats = Arc::new(Counters::default());
+        let (synced, committed) = mpsc::channel();
+        let syncer = Syncer {
+            wal: (durability == Durability::Full).then(|| wal_path(&path)),
+            notify,
+            finished: finished.clone(),
+        };
         let writer = Writer {
             stats: Arc::clone(&stats),
             connection,
-            notify,
-            finished: finished.clone(),
             effects: Effects::default(),
+            synced,
+            spent: Vec::new(),
         };
-        std::thread::Builder::new()
-            .name("infinitic-store-writer".into())
+        let thread = |name: &str| std::thread::Builder::new().name(name.into());
+        thread("infinitic-store-sync")
+            .spawn(move || syncer.run(committed))
+            .map_err(|e| StoreError::Database(format!("cannot start the sync thread: {e}")))?;
+        thread("infinitic-store-writer")
             .spawn(move || writer.run(queue))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
@@ -184,6 +212,13 @@ impl SqliteStore {
     }
 }
 
+/// SQLite's write-ahead log of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
 fn open_connection(
     path: &Path,
     mode: OpenMode,
@@ -196,7 +231,7 @@ fn open_connection(
     };
     let connection = match durability {
         Durability::InMemory => Connection::open_in_memory().map_err(db)?,
-        Durability::Full => {
+        Durability::Full | Durability::FullBeforeVisible => {
             if mode == OpenMode::MustExist && !path.exists() {
                 return Err(StoreError::Missing { path: shown });
             }
@@ -211,9 +246,8 @@ fn open_connection(
         .map_err(db)?;
     // Every statement the writer runs stays prepared.
     connection.set_prepared_statement_cache_capacity(64);
-    if durability == Durability::Full {
-        // WAL: readers do not block the writer. FULL: fsync on every commit, so an
-        // acknowledged change survives power loss (NORMAL would not).
+    if durability != Durability::InMemory {
+        // WAL: readers do not block the writer.
         let journal: String = connection
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(corrupt)?;
@@ -223,9 +257,15 @@ fn open_connection(
                 reason: format!("cannot enable WAL (journal mode is {journal})"),
             });
         }
-        connection
-            .execute_batch("PRAGMA synchronous = FULL;")
-            .map_err(corrupt)?;
+        // FULL: SQLite fsyncs the log in every commit. NORMAL: it does not, and the sync
+        // thread does before anything is answered (see the module documentation); NORMAL
+        // alone would lose acknowledged commits on power loss.
+        let synchronous = if durability == Durability::Full {
+            "PRAGMA synchronous = NORMAL;"
+        } else {
+            "PRAGMA synchronous = FULL;"
+        };
+        connection.execute_batch(synchronous).map_err(corrupt)?;
     }
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -305,7 +345,15 @@ impl StateStore for SqliteStore {
     }
 
     fn commit(&self, transitions: Vec<Transition>) -> Pending<Vec<CommitOutcome>> {
-        self.submit(|r| Op::Commit(transitions, r))
+        // Encoded here, on the caller's thread: the writer thread is the bottleneck.
+        match transitions.into_iter().map(Encoded::new).collect() {
+            Ok(encoded) => self.submit(|r| Op::Commit(encoded, r)),
+            Err(error) => {
+                let (reply, answer) = oneshot::channel();
+                let _ = reply.send(Err(error));
+                Pending::new(answer)
+            }
+        }
     }
 
     fn finished(&self) -> Finished {
@@ -321,9 +369,79 @@ impl StateStore for SqliteStore {
 struct Writer {
     stats: Arc<Counters>,
     connection: Connection,
+    effects: Effects,
+    /// Where each batch goes once committed, to be made durable and answered.
+    synced: mpsc::Sender<Committed>,
+    /// Transitions of the running batch, already applied.
+    spent: Vec<Vec<Encoded>>,
+}
+
+/// A batch the writer has finished: its answers and what others should hear about, sent once
+/// it is on disk.
+struct Committed {
+    answers: Vec<Answer>,
+    /// The whole batch failed (rolled back): every answer is this error.
+    failure: Option<StoreError>,
+    /// It committed changes, which must be synced before anything is answered.
+    wrote: bool,
+    /// Messages were published for any consumer.
+    published: bool,
+    /// Instances that reached a final state.
+    finished: Vec<WorkflowId>,
+    /// The batch's transitions, freed by the sync thread rather than the busy writer.
+    spent: Vec<Vec<Encoded>>,
+}
+
+/// Makes committed batches durable and answers them, in commit order.
+struct Syncer {
+    /// The write-ahead log to fsync; `None` when SQLite syncs inside the commit, or nothing is
+    /// on disk.
+    wal: Option<PathBuf>,
     notify: watch::Sender<u64>,
     finished: broadcast::Sender<WorkflowId>,
-    effects: Effects,
+}
+
+impl Syncer {
+    fn run(self, committed: mpsc::Receiver<Committed>) {
+        while let Ok(first) = committed.recv() {
+            let mut group = vec![first];
+            group.extend(committed.try_iter());
+            // One fsync covers every commit that returned before it started.
+            let sync_failure = match &self.wal {
+                Some(wal) if group.iter().any(|c| c.wrote) => sync_log(wal).err(),
+                _ => None,
+            };
+            for batch in group {
+                let failure = batch.failure.or_else(|| sync_failure.clone());
+                for answer in batch.answers {
+                    answer.send(failure.as_ref());
+                }
+                if failure.is_none() {
+                    if batch.published {
+                        self.notify.send_modify(|n| *n += 1);
+                    }
+                    for id in batch.finished {
+                        let _ = self.finished.send(id);
+                    }
+                }
+                drop(batch.spent);
+            }
+        }
+    }
+}
+
+/// Fsyncs the write-ahead log, opened by path each time so it is the file SQLite uses now.
+/// A log that is gone was checkpointed into the database and synced by SQLite first.
+fn sync_log(wal: &Path) -> Result<(), StoreError> {
+    let synced = std::fs::File::open(wal).and_then(|file| file.sync_data());
+    match synced {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::Database(format!(
+            "cannot fsync {}: {e}; the last commits may not be on disk",
+            wal.display()
+        ))),
+    }
 }
 
 /// What the writer has done, counted as it goes.
@@ -412,14 +530,23 @@ impl Writer {
     }
 
     fn run_batch(&mut self, batch: Vec<Op>) {
+        let committed = self.execute_batch(batch);
+        // The sync thread is gone only if the store is being dropped: nobody waits then.
+        let _ = self.synced.send(committed);
+    }
+
+    fn execute_batch(&mut self, batch: Vec<Op>) -> Committed {
         let writes = batch.iter().any(Op::writes);
         let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN" };
         if let Err(e) = run(&self.connection, begin) {
-            let error = db(e);
-            for op in batch {
-                self.answer(op, Some(&error));
-            }
-            return;
+            return Committed {
+                answers: batch.into_iter().map(Op::fail).collect(),
+                failure: Some(db(e)),
+                wrote: false,
+                published: false,
+                finished: Vec::new(),
+                spent: Vec::new(),
+            };
         }
         self.effects.published.set(false);
         self.effects.finished.borrow_mut().clear();
@@ -445,47 +572,20 @@ impl Writer {
         if failure.is_some() {
             let _ = run(&self.connection, "ROLLBACK");
         }
-        for answer in answers {
-            answer.send(failure.as_ref());
-        }
-        if failure.is_none() {
-            if self.effects.published.get() {
-                self.notify.send_modify(|n| *n += 1);
-            }
-            for id in self.effects.finished.borrow_mut().drain(..) {
-                let _ = self.finished.send(id);
-            }
-        }
-    }
-
-    fn answer(&mut self, op: Op, failure: Option<&StoreError>) {
-        match op {
-            Op::Publish(_, tx) | Op::Settle(_, tx) => {
-                let _ = tx.send(failed(failure));
-            }
-            Op::Receive(.., tx) => {
-                let _ = tx.send(failed(failure));
-            }
-            Op::Commit(_, tx) => {
-                let _ = tx.send(failed(failure));
-            }
-            Op::ReserveIds(_, tx) => {
-                let _ = tx.send(failed(failure));
-            }
-            Op::Load(.., tx) => {
-                let _ = tx.send(failed(failure));
-            }
-            Op::DeadLetters(_, tx) => {
-                let _ = tx.send(failed(failure));
-            }
+        Committed {
+            answers,
+            wrote: writes && failure.is_none(),
+            failure,
+            published: self.effects.published.get(),
+            finished: self.effects.finished.take(),
+            spent: std::mem::take(&mut self.spent),
         }
     }
 
     /// Runs one operation inside the open transaction, isolated by a savepoint so its failure
     /// does not undo the others.
     fn execute(&mut self, op: Op) -> Answer {
-        let c = &self.connection;
-        let e = &self.effects;
+        let (c, e) = (&self.connection, &self.effects);
         match op {
             Op::Publish(messages, tx) => {
                 Answer::Unit(tx, isolated(c, |c| insert_messages(c, e, &messages)))
@@ -513,6 +613,7 @@ impl Writer {
                         }
                     })
                     .collect();
+                self.spent.push(transitions);
                 Answer::Committed(tx, outcomes)
             }
             Op::Load(id, with_history, tx) => Answer::Loaded(tx, load(c, &id, with_history)),
@@ -526,10 +627,6 @@ impl Writer {
 /// times per batch: parsing it each time showed in profiles).
 fn run(c: &Connection, sql: &str) -> rusqlite::Result<usize> {
     c.prepare_cached(sql)?.execute([])
-}
-
-fn failed<T>(failure: Option<&StoreError>) -> Result<T, StoreError> {
-    Err(failure.cloned().unwrap_or(StoreError::Closed))
 }
 
 /// Runs `f` in a savepoint: on `Err` or `Ok(false)`-like conflicts the caller decides; on
@@ -554,6 +651,51 @@ fn isolated<T>(
 /// A transition that must not apply: roll back what it did so far.
 #[derive(Debug)]
 struct Conflict;
+
+/// A transition with its values encoded for their columns.
+struct Encoded {
+    workflow_id: WorkflowId,
+    expected_version: u64,
+    /// With its encoded parent step.
+    header: Option<(WorkflowHeader, Option<Vec<u8>>)>,
+    state: Vec<u8>,
+    is_final: bool,
+    /// The appended events as one value; `None` when nothing is appended.
+    events: Option<Vec<u8>>,
+    outbox: Vec<Outgoing>,
+    consumed: Option<DeliveryId>,
+    dead_letter: Option<String>,
+}
+
+impl Encoded {
+    fn new(t: Transition) -> Result<Self, StoreError> {
+        let encoded = |e: infinitic_core::CodecError| {
+            StoreError::Database(format!("cannot encode workflow {}: {e}", t.workflow_id))
+        };
+        let header = match t.header {
+            Some(header) => {
+                let parent = header.parent.as_ref().map(encode).transpose();
+                Some((header, parent.map_err(encoded)?))
+            }
+            None => None,
+        };
+        let events = match t.append.is_empty() {
+            true => None,
+            false => Some(encode(&t.append).map_err(encoded)?),
+        };
+        Ok(Self {
+            state: encode(&t.state).map_err(encoded)?,
+            is_final: t.state.is_final(),
+            workflow_id: t.workflow_id,
+            expected_version: t.expected_version,
+            header,
+            events,
+            outbox: t.outbox,
+            consumed: t.consumed,
+            dead_letter: t.dead_letter,
+        })
+    }
+}
 
 /// Inserts messages (with their reserved id, if they have one).
 fn insert_messages(
@@ -630,8 +772,10 @@ fn receive(
     let mut received = Received::default();
     let mut select = c
         .prepare_cached(
+            // No `LIMIT ?`: a bound limit made SQLite prepare the statement again on every
+            // call. Rows are read one at a time, so stopping early costs nothing.
             "SELECT id, key, payload, attempts, visible_at FROM queue
-             WHERE topic = ?1 ORDER BY visible_at, id LIMIT ?2",
+             WHERE topic = ?1 ORDER BY visible_at, id",
         )
         .map_err(db)?;
     let mut lease_one = c
@@ -640,19 +784,18 @@ fn receive(
     for topic in topics {
         let room = max.saturating_sub(received.deliveries.len());
         let rows = select
-            .query_map(
-                params![topic, i64::try_from(room.max(1)).unwrap_or(i64::MAX)],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
-                },
-            )
+            .query_map([topic], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
             .map_err(db)?
+            // With no room, one row still tells when the next message is due.
+            .take(room.max(1))
             .collect::<Result<Vec<_>, _>>()
             .map_err(db)?;
         for (id, key, payload, attempts, visible_at) in rows {
@@ -722,10 +865,10 @@ fn settle(c: &Connection, effects: &Effects, settlements: &[Settlement]) -> Resu
 
 /// Applies one transition; `false` when its compare-and-set fails (then nothing of it was
 /// written: both checks come before the first write).
-fn apply_transition(c: &Connection, effects: &Effects, t: &Transition) -> Result<bool, StoreError> {
+fn apply_transition(c: &Connection, effects: &Effects, t: &Encoded) -> Result<bool, StoreError> {
     match try_apply(c, effects, t)? {
         Ok(()) => {
-            if t.state.is_final() {
+            if t.is_final {
                 effects.finished.borrow_mut().push(t.workflow_id.clone());
             }
             Ok(true)
@@ -737,13 +880,13 @@ fn apply_transition(c: &Connection, effects: &Effects, t: &Transition) -> Result
 fn try_apply(
     c: &Connection,
     effects: &Effects,
-    t: &Transition,
+    t: &Encoded,
 ) -> Result<Result<(), Conflict>, StoreError> {
     let id = t.workflow_id.as_str();
-    let state = encode(&t.state).map_err(|e| StoreError::Database(e.to_string()))?;
+    let state = &t.state;
     let now = millis(now());
-    let appended = i64::from(!t.append.is_empty());
-    let history_start: i64 = if t.expected_version == 0 {
+    let expected = i64::try_from(t.expected_version).unwrap_or(i64::MAX);
+    if t.expected_version == 0 {
         // The consumed message must still be there (not applied by another consumer). Checked
         // before the first write; creating an instance is rare enough for its own statement.
         if let Some(delivery) = t.consumed {
@@ -756,22 +899,16 @@ fn try_apply(
                 return Ok(Err(Conflict));
             }
         }
-        let Some(header) = &t.header else {
+        let Some((header, parent)) = &t.header else {
             return Err(StoreError::Database(format!(
                 "creating workflow {id} needs its header"
             )));
         };
-        let parent = header
-            .parent
-            .as_ref()
-            .map(encode)
-            .transpose()
-            .map_err(|e| StoreError::Database(e.to_string()))?;
         let inserted = c
             .prepare_cached(
                 "INSERT INTO workflows (id, workflow, method, input, started_at, parent, state,
-                                        version, history_len, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)
+                                        version, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)
                  ON CONFLICT (id) DO NOTHING",
             )
             .map_err(db)?
@@ -783,47 +920,37 @@ fn try_apply(
                 millis(header.started_at),
                 parent,
                 state,
-                appended,
                 now
             ])
             .map_err(db)?;
         if inserted == 0 {
             return Ok(Err(Conflict));
         }
-        0
     } else {
-        let expected = i64::try_from(t.expected_version).unwrap_or(i64::MAX);
         // One statement checks both conditions before writing: the version (compare-and-set)
         // and that the consumed message is still there (not applied by another consumer).
-        let previous_len: Option<i64> = c
+        // No RETURNING: SQLite builds a temporary table for it, which showed in profiles.
+        let updated = c
             .prepare_cached(
-                "UPDATE workflows SET state = ?1, version = version + 1,
-                        history_len = history_len + ?2, updated_at = ?3,
-                        started_at = coalesce(?5, started_at)
-                 WHERE id = ?4 AND version = ?6
-                   AND (?7 IS NULL OR EXISTS (SELECT 1 FROM queue WHERE id = ?7))
-                 RETURNING history_len - ?2",
+                "UPDATE workflows SET state = ?1, version = version + 1, updated_at = ?2,
+                        started_at = coalesce(?4, started_at)
+                 WHERE id = ?3 AND version = ?5
+                   AND (?6 IS NULL OR EXISTS (SELECT 1 FROM queue WHERE id = ?6))",
             )
             .map_err(db)?
-            .query_row(
-                params![
-                    state,
-                    appended,
-                    now,
-                    id,
-                    t.header.as_ref().map(|h| millis(h.started_at)),
-                    expected,
-                    t.consumed
-                ],
-                |r| r.get(0),
-            )
-            .optional()
+            .execute(params![
+                state,
+                now,
+                id,
+                t.header.as_ref().map(|(h, _)| millis(h.started_at)),
+                expected,
+                t.consumed
+            ])
             .map_err(db)?;
-        match previous_len {
-            Some(len) => len,
-            None => return Ok(Err(Conflict)),
+        if updated == 0 {
+            return Ok(Err(Conflict));
         }
-    };
+    }
     if let (Some(delivery), Some(reason)) = (t.consumed, &t.dead_letter) {
         c.prepare_cached(
             "INSERT INTO dead_letters (topic, key, payload, reason, at)
@@ -846,11 +973,10 @@ fn try_apply(
             )));
         }
     }
-    if !t.append.is_empty() {
-        let bytes = encode(&t.append).map_err(|e| StoreError::Database(e.to_string()))?;
+    if let Some(bytes) = &t.events {
         c.prepare_cached("INSERT INTO history (workflow_id, seq, events) VALUES (?1, ?2, ?3)")
             .map_err(db)?
-            .execute(params![id, history_start, bytes])
+            .execute(params![id, expected, bytes])
             .map_err(db)?;
     }
     insert_messages(c, effects, &t.outbox).map(Ok)
