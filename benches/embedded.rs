@@ -128,11 +128,7 @@ async fn run(store: SqliteStore, quick: bool) -> Results {
         throughputs.push(total as f64 / elapsed);
     }
     let after = store.stats();
-    let stats = infinitic::store::sqlite::StoreStats {
-        transactions: after.transactions - before.transactions,
-        operations: after.operations - before.operations,
-        transitions: after.transitions - before.transitions,
-    };
+    let stats = after.since(&before);
     latencies.sort_by(|a, b| a.total_cmp(b));
     throughputs.sort_by(|a, b| a.total_cmp(b));
     let w1b_wf_per_s = median(throughputs.clone());
@@ -267,11 +263,12 @@ fn main() {
         ("in-memory", &memory),
     ] {
         println!(
-            "W1b group commit, {name}: {} transactions for {} operations ({} transitions): {:.1} transitions per transaction",
+            "W1b group commit, {name}: {} transactions for {} operations ({} transitions): {:.1} transitions per transaction, {} log fsyncs by the sync thread",
             r.stats.transactions,
             r.stats.operations,
             r.stats.transitions,
-            r.stats.transitions as f64 / r.stats.transactions.max(1) as f64
+            r.stats.transitions as f64 / r.stats.transactions.max(1) as f64,
+            r.stats.log_syncs,
         );
     }
     println!(

@@ -1,11 +1,11 @@
 //! The embedded store's contract, on a real file: a transition applies atomically (state,
 //! history, outbox and the removal of the consumed message) or not at all, compare-and-set on
 //! the version and on the consumed message, across handles of one file, and acknowledged
-//! commits are there after a reopen.
+//! commits are there after a reopen. Each check runs with both durable modes.
 
 use infinitic::store::sqlite::OpenMode;
 use infinitic::store::{
-    CommitOutcome, DeliveryId, Outgoing, Settlement, Transition, WorkflowHeader,
+    CommitOutcome, DeliveryId, Durability, Outgoing, Settlement, Transition, WorkflowHeader,
 };
 use infinitic::{
     Completion, HistoryEvent, MethodRun, SqliteStore, StateStore, StepOutcome, Timestamp,
@@ -17,9 +17,9 @@ use std::time::Duration;
 struct TempDb(PathBuf);
 
 impl TempDb {
-    fn new(name: &str) -> Self {
+    fn new(name: &str, durability: Durability) -> Self {
         let dir = std::env::temp_dir().join(format!(
-            "infinitic-store-test-{name}-{}",
+            "infinitic-store-test-{name}-{durability:?}-{}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
@@ -27,8 +27,13 @@ impl TempDb {
         Self(dir)
     }
 
-    fn open(&self) -> SqliteStore {
-        SqliteStore::open(self.0.join("store.db"), OpenMode::CreateIfMissing).unwrap()
+    fn open(&self, durability: Durability) -> SqliteStore {
+        SqliteStore::open_with(
+            self.0.join("store.db"),
+            OpenMode::CreateIfMissing,
+            durability,
+        )
+        .unwrap()
     }
 }
 
@@ -102,10 +107,11 @@ async fn queued(store: &SqliteStore, topic: &str) -> Vec<Vec<u8>> {
     received.deliveries.into_iter().map(|d| d.payload).collect()
 }
 
-#[tokio::test]
-async fn a_transition_applies_state_history_outbox_and_consumption_together() {
-    let db = TempDb::new("together");
-    let store = db.open();
+async fn a_transition_applies_state_history_outbox_and_consumption_together(
+    durability: Durability,
+) {
+    let db = TempDb::new("together", durability);
+    let store = db.open(durability);
     let id = WorkflowId::new("wf-1");
     let created = store
         .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
@@ -135,10 +141,9 @@ async fn a_transition_applies_state_history_outbox_and_consumption_together() {
     assert!(queued(&store, TOPIC).await.is_empty());
 }
 
-#[tokio::test]
-async fn a_stale_version_is_a_conflict_and_writes_nothing() {
-    let db = TempDb::new("stale");
-    let store = db.open();
+async fn a_stale_version_is_a_conflict_and_writes_nothing(durability: Durability) {
+    let db = TempDb::new("stale", durability);
+    let store = db.open(durability);
     let id = WorkflowId::new("wf-1");
     store
         .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
@@ -172,10 +177,11 @@ async fn a_stale_version_is_a_conflict_and_writes_nothing() {
     assert_eq!(queued(&store, "service:Acked").await, vec![vec![1]]);
 }
 
-#[tokio::test]
-async fn an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing() {
-    let db = TempDb::new("consumed");
-    let store = db.open();
+async fn an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing(
+    durability: Durability,
+) {
+    let db = TempDb::new("consumed", durability);
+    let store = db.open(durability);
     let id = WorkflowId::new("wf-1");
     store
         .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
@@ -207,10 +213,9 @@ async fn an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing() 
     assert!(queued(&store, "service:Next").await.is_empty());
 }
 
-#[tokio::test]
-async fn creating_an_instance_twice_is_a_conflict() {
-    let db = TempDb::new("create-twice");
-    let store = db.open();
+async fn creating_an_instance_twice_is_a_conflict(durability: Durability) {
+    let db = TempDb::new("create-twice", durability);
+    let store = db.open(durability);
     let id = WorkflowId::new("wf-1");
     let outcomes = store
         .commit(vec![
@@ -228,10 +233,9 @@ async fn creating_an_instance_twice_is_a_conflict() {
     assert!(queued(&store, "service:Next").await.is_empty());
 }
 
-#[tokio::test]
-async fn one_batch_mixes_committed_and_conflicting_transitions() {
-    let db = TempDb::new("mixed");
-    let store = db.open();
+async fn one_batch_mixes_committed_and_conflicting_transitions(durability: Durability) {
+    let db = TempDb::new("mixed", durability);
+    let store = db.open(durability);
     let (a, b) = (WorkflowId::new("wf-a"), WorkflowId::new("wf-b"));
     store
         .commit(vec![
@@ -267,10 +271,11 @@ async fn one_batch_mixes_committed_and_conflicting_transitions() {
     assert!(queued(&store, "service:B").await.is_empty());
 }
 
-#[tokio::test]
-async fn two_handles_on_one_file_see_each_other_and_compare_and_set_across_them() {
-    let db = TempDb::new("two-handles");
-    let (first, second) = (db.open(), db.open());
+async fn two_handles_on_one_file_see_each_other_and_compare_and_set_across_them(
+    durability: Durability,
+) {
+    let db = TempDb::new("two-handles", durability);
+    let (first, second) = (db.open(durability), db.open(durability));
     let id = WorkflowId::new("wf-1");
     first
         .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
@@ -291,12 +296,11 @@ async fn two_handles_on_one_file_see_each_other_and_compare_and_set_across_them(
     assert_eq!(stored.history, vec![completed(0), completed(1)]);
 }
 
-#[tokio::test]
-async fn acknowledged_commits_are_there_after_a_reopen() {
-    let db = TempDb::new("reopen");
+async fn acknowledged_commits_are_there_after_a_reopen(durability: Durability) {
+    let db = TempDb::new("reopen", durability);
     let id = WorkflowId::new("wf-1");
     {
-        let store = db.open();
+        let store = db.open(durability);
         for position in 0..20 {
             let version = u64::from(position);
             let outcome = store
@@ -316,9 +320,104 @@ async fn acknowledged_commits_are_there_after_a_reopen() {
             .await
             .unwrap();
     }
-    let store = db.open();
+    let store = db.open(durability);
     let stored = store.load(&id, true).await.unwrap().unwrap();
     assert_eq!(stored.version, 20);
     assert_eq!(stored.history, (0..20).map(completed).collect::<Vec<_>>());
     assert_eq!(queued(&store, "service:Later").await, vec![vec![3]]);
+}
+
+/// Whatever the mode, an operation that wrote is answered only once it is on disk; with
+/// `Full` the sync thread fsyncs the log for it, grouping concurrent commits.
+async fn answers_come_after_the_fsync_of_their_commit(durability: Durability) {
+    let db = TempDb::new("answers-after-fsync", durability);
+    let store = db.open(durability);
+    let start = store.stats();
+    for n in 0..30u32 {
+        let id = WorkflowId::new(format!("wf-{n}"));
+        store
+            .commit(vec![step(&id, 0, completed(n), Vec::new(), None)])
+            .await
+            .unwrap();
+        let stats = store.stats().since(&start);
+        assert_eq!(stats.answered_writes, stats.written);
+        match durability {
+            // One commit at a time: each needed its own fsync, done before its answer.
+            Durability::Full => assert_eq!(stats.log_syncs, u64::from(n) + 1),
+            // SQLite synced inside the commit.
+            _ => assert_eq!(stats.log_syncs, 0),
+        }
+    }
+    // Many commits at once: several share one fsync, and still each is answered after it.
+    let before = store.stats();
+    let commits: Vec<_> = (0..200u32)
+        .map(|n| {
+            let id = WorkflowId::new(format!("wf-many-{n}"));
+            store.commit(vec![step(&id, 0, completed(n), Vec::new(), None)])
+        })
+        .collect();
+    for commit in commits {
+        assert_eq!(commit.await.unwrap(), vec![CommitOutcome::Committed]);
+    }
+    let stats = store.stats().since(&before);
+    assert_eq!(stats.answered_writes, stats.written);
+    if durability == Durability::Full {
+        assert!(stats.log_syncs >= 1);
+        assert!(stats.log_syncs <= stats.written);
+    }
+}
+
+/// Runs each check once per durable mode.
+macro_rules! in_both_durable_modes {
+    ($($check:ident),* $(,)?) => {
+        mod full {
+            use infinitic::store::Durability;
+            $(#[tokio::test]
+            async fn $check() {
+                super::$check(Durability::Full).await
+            })*
+        }
+        mod full_before_visible {
+            use infinitic::store::Durability;
+            $(#[tokio::test]
+            async fn $check() {
+                super::$check(Durability::FullBeforeVisible).await
+            })*
+        }
+    };
+}
+
+in_both_durable_modes!(
+    a_transition_applies_state_history_outbox_and_consumption_together,
+    a_stale_version_is_a_conflict_and_writes_nothing,
+    an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing,
+    creating_an_instance_twice_is_a_conflict,
+    one_batch_mixes_committed_and_conflicting_transitions,
+    two_handles_on_one_file_see_each_other_and_compare_and_set_across_them,
+    acknowledged_commits_are_there_after_a_reopen,
+    answers_come_after_the_fsync_of_their_commit,
+);
+
+/// If the log cannot be synced, the operations that wrote are answered with an error: nothing
+/// is acknowledged that may not be on disk.
+#[tokio::test]
+async fn a_log_that_cannot_be_synced_fails_the_commit() {
+    let durability = Durability::Full;
+    let db = TempDb::new("sync-failure", durability);
+    let store = db.open(durability);
+    let id = WorkflowId::new("wf-1");
+    store
+        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
+        .await
+        .unwrap();
+    // SQLite keeps writing to its open file; the sync thread can no longer find it.
+    std::fs::remove_file(db.0.join("store.db-wal")).unwrap();
+    let error = store
+        .commit(vec![step(&id, 1, completed(1), Vec::new(), None)])
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("cannot fsync"),
+        "unexpected error: {error}"
+    );
 }

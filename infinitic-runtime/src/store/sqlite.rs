@@ -151,6 +151,7 @@ impl SqliteStore {
         let stats = Arc::new(Counters::default());
         let (synced, committed) = mpsc::channel();
         let syncer = Syncer {
+            stats: Arc::clone(&stats),
             wal: (durability == Durability::Full).then(|| wal_path(&path)),
             notify,
             finished: finished.clone(),
@@ -186,6 +187,9 @@ impl SqliteStore {
             transactions: self.inner.stats.transactions.load(Ordering::Relaxed),
             operations: self.inner.stats.operations.load(Ordering::Relaxed),
             transitions: self.inner.stats.transitions.load(Ordering::Relaxed),
+            written: self.inner.stats.written.load(Ordering::Relaxed),
+            answered_writes: self.inner.stats.answered_writes.load(Ordering::Relaxed),
+            log_syncs: self.inner.stats.log_syncs.load(Ordering::Relaxed),
         }
     }
 
@@ -394,6 +398,7 @@ struct Committed {
 
 /// Makes committed batches durable and answers them, in commit order.
 struct Syncer {
+    stats: Arc<Counters>,
     /// The write-ahead log to fsync; `None` when SQLite syncs inside the commit, or nothing is
     /// on disk.
     wal: Option<PathBuf>,
@@ -408,11 +413,18 @@ impl Syncer {
             group.extend(committed.try_iter());
             // One fsync covers every commit that returned before it started.
             let sync_failure = match &self.wal {
-                Some(wal) if group.iter().any(|c| c.wrote) => sync_log(wal).err(),
+                Some(wal) if group.iter().any(|c| c.wrote) => {
+                    let failure = sync_log(wal).err();
+                    self.stats.log_syncs.fetch_add(1, Ordering::Relaxed);
+                    failure
+                }
                 _ => None,
             };
             for batch in group {
                 let failure = batch.failure.or_else(|| sync_failure.clone());
+                if batch.wrote && failure.is_none() {
+                    self.stats.answered_writes.fetch_add(1, Ordering::Relaxed);
+                }
                 for answer in batch.answers {
                     answer.send(failure.as_ref());
                 }
@@ -431,17 +443,17 @@ impl Syncer {
 }
 
 /// Fsyncs the write-ahead log, opened by path each time so it is the file SQLite uses now.
-/// A log that is gone was checkpointed into the database and synced by SQLite first.
+/// SQLite removes the log only when its last connection closes, and the writer's stays open:
+/// a missing log is an error too, never a silent skip.
 fn sync_log(wal: &Path) -> Result<(), StoreError> {
-    let synced = std::fs::File::open(wal).and_then(|file| file.sync_data());
-    match synced {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::Database(format!(
-            "cannot fsync {}: {e}; the last commits may not be on disk",
-            wal.display()
-        ))),
-    }
+    std::fs::File::open(wal)
+        .and_then(|file| file.sync_data())
+        .map_err(|e| {
+            StoreError::Database(format!(
+                "cannot fsync {}: {e}; the last commits may not be on disk",
+                wal.display()
+            ))
+        })
 }
 
 /// What the writer has done, counted as it goes.
@@ -450,6 +462,9 @@ struct Counters {
     transactions: AtomicU64,
     operations: AtomicU64,
     transitions: AtomicU64,
+    written: AtomicU64,
+    answered_writes: AtomicU64,
+    log_syncs: AtomicU64,
 }
 
 /// A snapshot of the writer's counts.
@@ -461,6 +476,34 @@ pub struct StoreStats {
     pub operations: u64,
     /// Workflow transitions among those operations.
     pub transitions: u64,
+    /// Transactions that committed changes.
+    pub written: u64,
+    /// Of those, the ones whose operations were answered: only once they are on disk.
+    pub answered_writes: u64,
+    /// Fsyncs of the write-ahead log by the sync thread ([`Durability::Full`]); each covers
+    /// every transaction committed before it started.
+    pub log_syncs: u64,
+}
+
+impl StoreStats {
+    /// What happened between `before` and `self`.
+    ///
+    /// ```
+    /// # use infinitic_runtime::store::sqlite::StoreStats;
+    /// let before = StoreStats { transactions: 2, ..StoreStats::default() };
+    /// let after = StoreStats { transactions: 5, ..StoreStats::default() };
+    /// assert_eq!(after.since(&before).transactions, 3);
+    /// ```
+    pub fn since(&self, before: &StoreStats) -> StoreStats {
+        StoreStats {
+            transactions: self.transactions - before.transactions,
+            operations: self.operations - before.operations,
+            transitions: self.transitions - before.transitions,
+            written: self.written - before.written,
+            answered_writes: self.answered_writes - before.answered_writes,
+            log_syncs: self.log_syncs - before.log_syncs,
+        }
+    }
 }
 
 /// What a batch did that others should hear about once it has committed.
@@ -571,6 +614,8 @@ impl Writer {
         };
         if failure.is_some() {
             let _ = run(&self.connection, "ROLLBACK");
+        } else if writes {
+            self.stats.written.fetch_add(1, Ordering::Relaxed);
         }
         Committed {
             answers,
