@@ -99,6 +99,36 @@ async fn leased(store: &SqliteStore, topic: &str, body: u8) -> DeliveryId {
     received.deliveries[0].id
 }
 
+/// Creates `id` at version 1 with history `[completed(0)]`.
+async fn create(store: &SqliteStore, id: &WorkflowId) {
+    let outcome = store
+        .commit(vec![step(id, 0, completed(0), Vec::new(), None)])
+        .await
+        .unwrap();
+    assert_eq!(outcome, vec![CommitOutcome::Committed]);
+}
+
+/// Commits the step of `id` from `version` that consumes `event`, appends `completed(1)` and
+/// publishes one message on `service:Next`.
+async fn step_consuming(
+    store: &SqliteStore,
+    id: &WorkflowId,
+    version: u64,
+    event: DeliveryId,
+) -> Vec<CommitOutcome> {
+    let next = vec![message("service:Next", 9)];
+    let transition = step(id, version, completed(1), next, Some(event));
+    store.commit(vec![transition]).await.unwrap()
+}
+
+/// `id` is as [`create`] left it, and nothing was published on `service:Next`.
+async fn assert_as_created(store: &SqliteStore, id: &WorkflowId) {
+    let stored = store.load(id, true).await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.history, vec![completed(0)]);
+    assert!(queued(store, "service:Next").await.is_empty());
+}
+
 async fn queued(store: &SqliteStore, topic: &str) -> Vec<Vec<u8>> {
     let received = store
         .receive(&[topic.to_string()], 100, LEASE)
@@ -113,23 +143,9 @@ async fn a_transition_applies_state_history_outbox_and_consumption_together(
     let db = TempDb::new("together", durability);
     let store = db.open(durability);
     let id = WorkflowId::new("wf-1");
-    let created = store
-        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
-        .await
-        .unwrap();
-    assert_eq!(created, vec![CommitOutcome::Committed]);
-
+    create(&store, &id).await;
     let event = leased(&store, TOPIC, 7).await;
-    let outcome = store
-        .commit(vec![step(
-            &id,
-            1,
-            completed(1),
-            vec![message("service:Next", 9)],
-            Some(event),
-        )])
-        .await
-        .unwrap();
+    let outcome = step_consuming(&store, &id, 1, event).await;
     assert_eq!(outcome, vec![CommitOutcome::Committed]);
 
     let stored = store.load(&id, true).await.unwrap().unwrap();
@@ -145,27 +161,11 @@ async fn a_stale_version_is_a_conflict_and_writes_nothing(durability: Durability
     let db = TempDb::new("stale", durability);
     let store = db.open(durability);
     let id = WorkflowId::new("wf-1");
-    store
-        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
-        .await
-        .unwrap();
+    create(&store, &id).await;
     let event = leased(&store, TOPIC, 7).await;
-    let outcome = store
-        .commit(vec![step(
-            &id,
-            5,
-            completed(1),
-            vec![message("service:Next", 9)],
-            Some(event),
-        )])
-        .await
-        .unwrap();
+    let outcome = step_consuming(&store, &id, 5, event).await;
     assert_eq!(outcome, vec![CommitOutcome::Conflict]);
-
-    let stored = store.load(&id, true).await.unwrap().unwrap();
-    assert_eq!(stored.version, 1);
-    assert_eq!(stored.history, vec![completed(0)]);
-    assert!(queued(&store, "service:Next").await.is_empty());
+    assert_as_created(&store, &id).await;
     // The event is still there, leased: acking it now removes it.
     store
         .settle(vec![Settlement::Ack {
@@ -183,10 +183,7 @@ async fn an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing(
     let db = TempDb::new("consumed", durability);
     let store = db.open(durability);
     let id = WorkflowId::new("wf-1");
-    store
-        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
-        .await
-        .unwrap();
+    create(&store, &id).await;
     let event = leased(&store, TOPIC, 7).await;
     // Another consumer (whose lease it was) settled it first.
     store
@@ -196,21 +193,9 @@ async fn an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing(
         }])
         .await
         .unwrap();
-    let outcome = store
-        .commit(vec![step(
-            &id,
-            1,
-            completed(1),
-            vec![message("service:Next", 9)],
-            Some(event),
-        )])
-        .await
-        .unwrap();
+    let outcome = step_consuming(&store, &id, 1, event).await;
     assert_eq!(outcome, vec![CommitOutcome::Conflict]);
-    let stored = store.load(&id, true).await.unwrap().unwrap();
-    assert_eq!(stored.version, 1);
-    assert_eq!(stored.history, vec![completed(0)]);
-    assert!(queued(&store, "service:Next").await.is_empty());
+    assert_as_created(&store, &id).await;
 }
 
 async fn creating_an_instance_twice_is_a_conflict(durability: Durability) {
@@ -277,10 +262,7 @@ async fn two_handles_on_one_file_see_each_other_and_compare_and_set_across_them(
     let db = TempDb::new("two-handles", durability);
     let (first, second) = (db.open(durability), db.open(durability));
     let id = WorkflowId::new("wf-1");
-    first
-        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
-        .await
-        .unwrap();
+    create(&first, &id).await;
     // Both computed a step from version 1; only one applies.
     let won = second
         .commit(vec![step(&id, 1, completed(1), Vec::new(), None)])
@@ -406,10 +388,7 @@ async fn a_log_that_cannot_be_synced_fails_the_commit() {
     let db = TempDb::new("sync-failure", durability);
     let store = db.open(durability);
     let id = WorkflowId::new("wf-1");
-    store
-        .commit(vec![step(&id, 0, completed(0), Vec::new(), None)])
-        .await
-        .unwrap();
+    create(&store, &id).await;
     // SQLite keeps writing to its open file; the sync thread can no longer find it.
     std::fs::remove_file(db.0.join("store.db-wal")).unwrap();
     let error = store
