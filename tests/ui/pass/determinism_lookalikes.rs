@@ -1,5 +1,5 @@
 // What the determinism check does not reject: the workflow-safe API, ordered collections,
-// durations, method calls that share a name with a forbidden function, and forbidden paths
+// durations (also tokio's re-export of `Duration`), method calls that share a name with a forbidden function, and forbidden paths
 // inside string literals.
 use infinitic::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +35,7 @@ impl Planner for PlannerImpl {
     async fn plan(&self, hours: u64) -> String {
         let now = workflow::now();
         workflow::sleep(Duration::from_secs(hours * 3600)).await;
+        workflow::sleep(tokio::time::Duration::ZERO).await;
         let waited = workflow::now().duration_since(now).unwrap_or_default();
         let mut by_day: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
         by_day
