@@ -379,24 +379,3 @@ in_both_durable_modes!(
     acknowledged_commits_are_there_after_a_reopen,
     answers_come_after_the_fsync_of_their_commit,
 );
-
-/// If the log cannot be synced, the operations that wrote are answered with an error: nothing
-/// is acknowledged that may not be on disk.
-#[tokio::test]
-async fn a_log_that_cannot_be_synced_fails_the_commit() {
-    let durability = Durability::Full;
-    let db = TempDb::new("sync-failure", durability);
-    let store = db.open(durability);
-    let id = WorkflowId::new("wf-1");
-    create(&store, &id).await;
-    // SQLite keeps writing to its open file; the sync thread can no longer find it.
-    std::fs::remove_file(db.0.join("store.db-wal")).unwrap();
-    let error = store
-        .commit(vec![step(&id, 1, completed(1), Vec::new(), None)])
-        .await
-        .unwrap_err();
-    assert!(
-        error.to_string().contains("cannot fsync"),
-        "unexpected error: {error}"
-    );
-}

@@ -18,6 +18,18 @@ pub enum ClientError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The start of `id` may or may not have been stored (its commit is visible but the fsync
+    /// failed). Retry with the same id, `dispatch_with_id(id, ..)`: it starts the instance if
+    /// it is not there and returns its handle if it is; a fresh id could start it twice.
+    #[error(
+        "the start of workflow {id} may or may not be stored; retry with the same id: {reason}"
+    )]
+    OutcomeUnknown {
+        /// The instance to retry with.
+        id: WorkflowId,
+        /// What failed.
+        reason: String,
+    },
     /// The call's arguments could not be encoded.
     #[error("the workflow call cannot be encoded: {0}")]
     BadCall(String),
@@ -67,6 +79,11 @@ impl<S: Transport + StateStore + Clone> Client<S> {
     }
 
     /// Starts `call` on a new instance with a random id and returns its handle at once.
+    ///
+    /// Retrying safely: [`ClientError::OutcomeUnknown`] carries the id that may have been
+    /// stored; retry with [`Self::dispatch_with_id`] and that id, never with `dispatch` (a new
+    /// id could start the workflow twice). [`StoreError::is_transient`] errors stored
+    /// nothing, and may be retried either way.
     pub async fn dispatch<R>(
         &self,
         call: WorkflowCall<R>,
@@ -118,7 +135,17 @@ impl<S: Transport + StateStore + Clone> Client<S> {
             dead_letter: None,
         };
         // A conflict means the instance exists already: same handle, nothing started twice.
-        let _: Vec<CommitOutcome> = self.store.commit(vec![transition]).await?;
+        let _: Vec<CommitOutcome> =
+            self.store
+                .commit(vec![transition])
+                .await
+                .map_err(|error| match error {
+                    StoreError::OutcomeUnknown(reason) => ClientError::OutcomeUnknown {
+                        id: id.clone(),
+                        reason,
+                    },
+                    other => ClientError::Store(other),
+                })?;
         Ok(self.handle(id))
     }
 

@@ -13,19 +13,29 @@
 //!
 //! Several processes may open the same file; SQLite serializes their writers, and
 //! compare-and-set on workflow versions keeps their transitions consistent.
+//!
+//! Faults: a batch either commits whole or leaves nothing visible. An error of the
+//! environment (disk full, I/O, a lock held too long by another process) fails the whole
+//! batch with [`StoreError::Unavailable`]; an error of one operation fails that operation
+//! only, and the rest of the batch runs again without it. After a write fails for lack of
+//! space, the writer checkpoints the log into the database and truncates it as soon as it
+//! can, so freeing some space is enough to carry on. A failed fsync breaks the handle: every
+//! later operation fails with [`StoreError::Broken`] until the store is opened again.
 
 use super::{
     millis, now, Activity, CommitOutcome, DeadLetter, Delivery, DeliveryId, Durability, Finished,
-    Outgoing, Pending, Received, Settlement, StateStore, StoreError, StoredWorkflow, Transition,
-    Transport, WorkflowHeader, WorkflowState,
+    Outgoing, Pending, Received, Settlement, StateStore, StoreError, StoreOptions, StoredWorkflow,
+    Transition, Transport, WorkflowHeader, WorkflowState,
 };
 use infinitic_core::{decode, encode, HistoryEvent, Timestamp, WorkflowId};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch};
 
@@ -113,17 +123,69 @@ impl Op {
         !matches!(self, Op::Load(..) | Op::DeadLetters(..))
     }
 
-    /// The answer of an operation that did not run: the batch's failure is sent in its place.
-    fn fail(self) -> Answer {
+    /// Pairs the operation's reply with what it produced; its transitions go to `spent`.
+    fn answer(self, result: Result<Output, StoreError>, spent: &mut Vec<Vec<Encoded>>) -> Answer {
+        // An output of another operation's kind cannot happen: `Writer::execute` makes each
+        // from its own operation.
+        let mismatch = || StoreError::Database("internal error: mismatched answer".into());
         match self {
-            Op::Publish(_, tx) | Op::Settle(_, tx) => Answer::Unit(tx, Err(StoreError::Closed)),
-            Op::Receive(.., tx) => Answer::Received(tx, Err(StoreError::Closed)),
-            Op::Commit(_, tx) => Answer::Committed(tx, Err(StoreError::Closed)),
-            Op::ReserveIds(_, tx) => Answer::Ids(tx, Err(StoreError::Closed)),
-            Op::Load(.., tx) => Answer::Loaded(tx, Err(StoreError::Closed)),
-            Op::DeadLetters(_, tx) => Answer::Dead(tx, Err(StoreError::Closed)),
+            Op::Publish(_, tx) | Op::Settle(_, tx) => Answer::Unit(
+                tx,
+                result.and_then(|o| match o {
+                    Output::Unit => Ok(()),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Op::Receive(.., tx) => Answer::Received(
+                tx,
+                result.and_then(|o| match o {
+                    Output::Received(r) => Ok(r),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Op::Commit(transitions, tx) => {
+                spent.push(transitions);
+                Answer::Committed(
+                    tx,
+                    result.and_then(|o| match o {
+                        Output::Committed(c) => Ok(c),
+                        _ => Err(mismatch()),
+                    }),
+                )
+            }
+            Op::ReserveIds(_, tx) => Answer::Ids(
+                tx,
+                result.and_then(|o| match o {
+                    Output::Ids(ids) => Ok(ids),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Op::Load(.., tx) => Answer::Loaded(
+                tx,
+                result.and_then(|o| match o {
+                    Output::Loaded(w) => Ok(w),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Op::DeadLetters(_, tx) => Answer::Dead(
+                tx,
+                result.and_then(|o| match o {
+                    Output::Dead(d) => Ok(d),
+                    _ => Err(mismatch()),
+                }),
+            ),
         }
     }
+}
+
+/// What one operation produced.
+enum Output {
+    Unit,
+    Received(Received),
+    Committed(Vec<CommitOutcome>),
+    Ids(std::ops::Range<DeliveryId>),
+    Loaded(Option<StoredWorkflow>),
+    Dead(Vec<DeadLetter>),
 }
 
 impl SqliteStore {
@@ -143,16 +205,47 @@ impl SqliteStore {
         mode: OpenMode,
         durability: Durability,
     ) -> Result<Self, StoreError> {
+        let options = StoreOptions {
+            durability,
+            ..StoreOptions::default()
+        };
+        Self::open_with_options(path, mode, options)
+    }
+
+    /// Opens with explicit [`StoreOptions`] (durability, busy timeout).
+    ///
+    /// ```no_run
+    /// use infinitic_runtime::store::sqlite::{OpenMode, SqliteStore};
+    /// use infinitic_runtime::store::StoreOptions;
+    /// use std::time::Duration;
+    /// let options = StoreOptions { busy_timeout: Duration::from_secs(2), ..Default::default() };
+    /// let store = SqliteStore::open_with_options("app.db", OpenMode::CreateIfMissing, options)?;
+    /// # Ok::<(), infinitic_runtime::store::StoreError>(())
+    /// ```
+    pub fn open_with_options(
+        path: impl AsRef<Path>,
+        mode: OpenMode,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let durability = options.durability;
         let path = path.as_ref().to_path_buf();
-        let connection = open_connection(&path, mode, durability)?;
+        let connection = open_connection(&path, mode, options)?;
+        // The log SQLite itself writes: its own resolved path (symlinks and the working
+        // directory at open time), opened once and kept for the store's lifetime.
+        let wal = match durability {
+            Durability::Full => Some(WalLog::open(&connection, &path)?),
+            _ => None,
+        };
         let (ops, queue) = mpsc::channel();
         let (notify, commits) = watch::channel(0u64);
         let (finished, _) = broadcast::channel(4096);
         let stats = Arc::new(Counters::default());
+        let broken = Arc::new(OnceLock::new());
         let (synced, committed) = mpsc::channel();
         let syncer = Syncer {
             stats: Arc::clone(&stats),
-            wal: (durability == Durability::Full).then(|| wal_path(&path)),
+            wal,
+            broken: Arc::clone(&broken),
             notify,
             finished: finished.clone(),
         };
@@ -161,7 +254,8 @@ impl SqliteStore {
             connection,
             effects: Effects::default(),
             synced,
-            spent: Vec::new(),
+            broken,
+            starved: false,
         };
         let thread = |name: &str| std::thread::Builder::new().name(name.into());
         thread("infinitic-store-sync")
@@ -216,18 +310,63 @@ impl SqliteStore {
     }
 }
 
-/// SQLite's write-ahead log of the database at `path`.
-fn wal_path(path: &Path) -> PathBuf {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    PathBuf::from(wal)
+/// SQLite's write-ahead log, kept open to fsync it: always the file SQLite writes, wherever
+/// the path given at open time points later.
+#[derive(Debug)]
+struct WalLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl WalLog {
+    fn open(connection: &Connection, given: &Path) -> Result<Self, StoreError> {
+        let resolved = connection
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| given.to_path_buf());
+        let mut path = resolved.into_os_string();
+        path.push("-wal");
+        let path = PathBuf::from(path);
+        // The log exists while a connection is open in WAL mode: the writer's stays open.
+        let file = std::fs::File::open(&path).map_err(|e| StoreError::Corrupt {
+            path: given.display().to_string(),
+            reason: format!("cannot open its write-ahead log {}: {e}", path.display()),
+        })?;
+        Ok(Self { file, path })
+    }
+
+    /// Fsyncs the log. A log removed under the store is an error too: what SQLite wrote
+    /// there is gone when its connection closes.
+    fn sync(&self) -> Result<(), String> {
+        let failed = |e: std::io::Error| {
+            format!(
+                "cannot fsync {}: {e}; the last commits may not be on disk",
+                self.path.display()
+            )
+        };
+        self.file.sync_data().map_err(failed)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if self.file.metadata().map_err(failed)?.nlink() == 0 {
+                return Err(format!(
+                    "the write-ahead log {} was deleted under the store; the last commits are \
+                     not on disk",
+                    self.path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn open_connection(
     path: &Path,
     mode: OpenMode,
-    durability: Durability,
+    options: StoreOptions,
 ) -> Result<Connection, StoreError> {
+    let durability = options.durability;
     let shown = path.display().to_string();
     let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
         path: shown.clone(),
@@ -245,9 +384,7 @@ fn open_connection(
             Connection::open_with_flags(path, flags).map_err(corrupt)?
         }
     };
-    connection
-        .busy_timeout(Duration::from_secs(30))
-        .map_err(db)?;
+    connection.busy_timeout(options.busy_timeout).map_err(db)?;
     // Every statement the writer runs stays prepared.
     connection.set_prepared_statement_cache_capacity(64);
     if durability != Durability::InMemory {
@@ -303,8 +440,21 @@ fn open_connection(
     Ok(connection)
 }
 
+/// An SQLite error as a store error: failures of the environment are transient.
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::OutOfMemory
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::ReadOnly,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 impl Transport for SqliteStore {
@@ -376,8 +526,11 @@ struct Writer {
     effects: Effects,
     /// Where each batch goes once committed, to be made durable and answered.
     synced: mpsc::Sender<Committed>,
-    /// Transitions of the running batch, already applied.
-    spent: Vec<Vec<Encoded>>,
+    /// Set by the sync thread when an fsync failed: nothing runs any more.
+    broken: Arc<OnceLock<String>>,
+    /// A batch failed for a reason of the environment (disk full, above all): checkpoint the
+    /// log before the next batches until a checkpoint completes.
+    starved: bool,
 }
 
 /// A batch the writer has finished: its answers and what others should hear about, sent once
@@ -401,7 +554,9 @@ struct Syncer {
     stats: Arc<Counters>,
     /// The write-ahead log to fsync; `None` when SQLite syncs inside the commit, or nothing is
     /// on disk.
-    wal: Option<PathBuf>,
+    wal: Option<WalLog>,
+    /// Why an fsync failed, once one has: from then on nothing is answered as done.
+    broken: Arc<OnceLock<String>>,
     notify: watch::Sender<u64>,
     finished: broadcast::Sender<WorkflowId>,
 }
@@ -412,16 +567,23 @@ impl Syncer {
             let mut group = vec![first];
             group.extend(committed.try_iter());
             // One fsync covers every commit that returned before it started.
-            let sync_failure = match &self.wal {
-                Some(wal) if group.iter().any(|c| c.wrote) => {
-                    let failure = sync_log(wal).err();
+            if let Some(wal) = &self.wal {
+                if self.broken.get().is_none() && group.iter().any(|c| c.wrote) {
+                    if let Err(reason) = wal.sync() {
+                        let _ = self.broken.set(reason);
+                    }
                     self.stats.log_syncs.fetch_add(1, Ordering::Relaxed);
-                    failure
                 }
-                _ => None,
-            };
+            }
             for batch in group {
-                let failure = batch.failure.or_else(|| sync_failure.clone());
+                // After a failed fsync, a commit is visible but maybe not durable (and a later
+                // fsync may succeed without covering it): its outcome is unknown.
+                let failure = batch.failure.or_else(|| {
+                    self.broken.get().map(|reason| match batch.wrote {
+                        true => StoreError::OutcomeUnknown(reason.clone()),
+                        false => StoreError::Broken(reason.clone()),
+                    })
+                });
                 if batch.wrote && failure.is_none() {
                     self.stats.answered_writes.fetch_add(1, Ordering::Relaxed);
                 }
@@ -440,20 +602,6 @@ impl Syncer {
             }
         }
     }
-}
-
-/// Fsyncs the write-ahead log, opened by path each time so it is the file SQLite uses now.
-/// SQLite removes the log only when its last connection closes, and the writer's stays open:
-/// a missing log is an error too, never a silent skip.
-fn sync_log(wal: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(wal)
-        .and_then(|file| file.sync_data())
-        .map_err(|e| {
-            StoreError::Database(format!(
-                "cannot fsync {}: {e}; the last commits may not be on disk",
-                wal.display()
-            ))
-        })
 }
 
 /// What the writer has done, counted as it goes.
@@ -513,8 +661,6 @@ struct Effects {
     published: Cell<bool>,
     /// Instances that reached a final state.
     finished: RefCell<Vec<WorkflowId>>,
-    /// An operation failed half-way without a savepoint: the batch must not commit.
-    poisoned: RefCell<Option<StoreError>>,
 }
 
 /// An operation's answer, sent only after its transaction committed.
@@ -558,6 +704,17 @@ impl Answer {
     }
 }
 
+/// How one attempt at running a batch ended.
+enum Attempt {
+    /// The transaction committed; one result per operation (`None`: excluded earlier).
+    Committed(Vec<Option<Result<Output, StoreError>>>),
+    /// One operation that writes failed on its own: everything was rolled back, and the batch
+    /// runs again without it.
+    OperationFailed(usize, StoreError),
+    /// The whole batch failed and nothing of it is visible.
+    Failed(StoreError),
+}
+
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Op>) {
         while let Ok(first) = queue.recv() {
@@ -568,28 +725,73 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.run_batch(batch);
+            let committed = self.execute_batch(batch);
+            // The sync thread is gone only if the store is being dropped: nobody waits then.
+            let _ = self.synced.send(committed);
         }
     }
 
-    fn run_batch(&mut self, batch: Vec<Op>) {
-        let committed = self.execute_batch(batch);
-        // The sync thread is gone only if the store is being dropped: nobody waits then.
-        let _ = self.synced.send(committed);
+    fn execute_batch(&mut self, batch: Vec<Op>) -> Committed {
+        if let Some(reason) = self.broken.get() {
+            return Committed::failed(batch, StoreError::Broken(reason.clone()));
+        }
+        self.relieve_log();
+        let mut excluded: BTreeMap<usize, StoreError> = BTreeMap::new();
+        loop {
+            match self.attempt(&batch, &excluded) {
+                Attempt::OperationFailed(index, error) => {
+                    excluded.insert(index, error);
+                }
+                Attempt::Failed(error) => {
+                    if error.is_transient() {
+                        self.starved = true;
+                    }
+                    return Committed::failed(batch, error);
+                }
+                Attempt::Committed(results) => {
+                    let wrote = batch
+                        .iter()
+                        .enumerate()
+                        .any(|(i, op)| op.writes() && !excluded.contains_key(&i));
+                    if wrote {
+                        self.stats.written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let mut spent = Vec::new();
+                    let answers = batch
+                        .into_iter()
+                        .zip(results)
+                        .enumerate()
+                        .map(|(i, (op, result))| {
+                            let result = match result {
+                                Some(result) => result,
+                                None => Err(excluded.remove(&i).unwrap_or(StoreError::Closed)),
+                            };
+                            op.answer(result, &mut spent)
+                        })
+                        .collect();
+                    return Committed {
+                        answers,
+                        failure: None,
+                        wrote,
+                        published: self.effects.published.get(),
+                        finished: self.effects.finished.take(),
+                        spent,
+                    };
+                }
+            }
+        }
     }
 
-    fn execute_batch(&mut self, batch: Vec<Op>) -> Committed {
-        let writes = batch.iter().any(Op::writes);
+    /// Runs the batch, minus `excluded`, in one transaction.
+    fn attempt(&mut self, batch: &[Op], excluded: &BTreeMap<usize, StoreError>) -> Attempt {
+        let included = |i: &usize| !excluded.contains_key(i);
+        let writes = batch
+            .iter()
+            .enumerate()
+            .any(|(i, op)| included(&i) && op.writes());
         let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN" };
         if let Err(e) = run(&self.connection, begin) {
-            return Committed {
-                answers: batch.into_iter().map(Op::fail).collect(),
-                failure: Some(db(e)),
-                wrote: false,
-                published: false,
-                finished: Vec::new(),
-                spent: Vec::new(),
-            };
+            return Attempt::Failed(db(e));
         }
         self.effects.published.set(false);
         self.effects.finished.borrow_mut().clear();
@@ -607,63 +809,117 @@ impl Writer {
         self.stats
             .transitions
             .fetch_add(transitions as u64, Ordering::Relaxed);
-        let answers: Vec<Answer> = batch.into_iter().map(|op| self.execute(op)).collect();
-        let failure = match self.effects.poisoned.take() {
-            Some(error) => Some(error),
-            None => run(&self.connection, "COMMIT").err().map(db),
-        };
-        if failure.is_some() {
-            let _ = run(&self.connection, "ROLLBACK");
-        } else if writes {
-            self.stats.written.fetch_add(1, Ordering::Relaxed);
+        let mut results = Vec::with_capacity(batch.len());
+        for (index, op) in batch.iter().enumerate() {
+            if !included(&index) {
+                results.push(None);
+                continue;
+            }
+            match self.execute(op) {
+                Ok(output) => results.push(Some(Ok(output))),
+                // SQLite may have rolled the whole transaction back by itself (disk full, I/O):
+                // then no statement may run any more, or each would commit on its own.
+                Err(error) if error.is_transient() || self.connection.is_autocommit() => {
+                    self.roll_back();
+                    return Attempt::Failed(match error.is_transient() {
+                        true => error,
+                        false => StoreError::Unavailable(format!(
+                            "the transaction was rolled back after: {error}"
+                        )),
+                    });
+                }
+                Err(error) if op.writes() => {
+                    self.roll_back();
+                    return Attempt::OperationFailed(index, error);
+                }
+                // A read that failed wrote nothing: the others stand.
+                Err(error) => results.push(Some(Err(error))),
+            }
         }
-        Committed {
-            answers,
-            wrote: writes && failure.is_none(),
-            failure,
-            published: self.effects.published.get(),
-            finished: self.effects.finished.take(),
-            spent: std::mem::take(&mut self.spent),
+        if let Err(e) = run(&self.connection, "COMMIT") {
+            self.roll_back();
+            return Attempt::Failed(match db(e) {
+                StoreError::Database(reason) => StoreError::Unavailable(reason),
+                transient => transient,
+            });
+        }
+        Attempt::Committed(results)
+    }
+
+    /// Rolls the open transaction back, if SQLite has not already.
+    fn roll_back(&self) {
+        if !self.connection.is_autocommit() {
+            let _ = run(&self.connection, "ROLLBACK");
         }
     }
 
-    /// Runs one operation inside the open transaction, isolated by a savepoint so its failure
-    /// does not undo the others.
-    fn execute(&mut self, op: Op) -> Answer {
+    /// After a failure of the environment, copies the log into the database (without waiting
+    /// for other processes) until a checkpoint completes: then SQLite starts the log over
+    /// instead of growing it. On a full disk the automatic checkpoint may never get its turn:
+    /// the log would take every byte freed.
+    fn relieve_log(&mut self) {
+        if !self.starved {
+            return;
+        }
+        let checkpoint = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        if let Ok((0, log, done)) = checkpoint {
+            if log == done {
+                self.starved = false;
+            }
+        }
+    }
+
+    /// Runs one operation inside the open transaction.
+    fn execute(&self, op: &Op) -> Result<Output, StoreError> {
         let (c, e) = (&self.connection, &self.effects);
         match op {
-            Op::Publish(messages, tx) => {
-                Answer::Unit(tx, isolated(c, |c| insert_messages(c, e, &messages)))
+            Op::Publish(messages, _) => insert_messages(c, e, messages).map(|()| Output::Unit),
+            Op::Receive(topics, max, lease, _) => {
+                receive(c, topics, *max, *lease).map(Output::Received)
             }
-            Op::Receive(topics, max, lease, tx) => {
-                Answer::Received(tx, isolated(c, |c| receive(c, &topics, max, lease)))
+            Op::Settle(settlements, _) => settle(c, e, settlements).map(|()| Output::Unit),
+            Op::Commit(transitions, _) => {
+                // No savepoint: a transition checks everything that can make it conflict
+                // before its first write; an error after that fails the whole operation.
+                let mut outcomes = Vec::with_capacity(transitions.len());
+                for t in transitions {
+                    outcomes.push(match apply_transition(c, e, t)? {
+                        true => CommitOutcome::Committed,
+                        false => CommitOutcome::Conflict,
+                    });
+                }
+                Ok(Output::Committed(outcomes))
             }
-            Op::Settle(settlements, tx) => {
-                Answer::Unit(tx, isolated(c, |c| settle(c, e, &settlements)))
-            }
-            Op::Commit(transitions, tx) => {
-                let outcomes = transitions
-                    .iter()
-                    .map(|t| {
-                        // No savepoint: a transition checks everything that can make it
-                        // conflict before its first write; an error after that poisons the
-                        // whole batch, which is then rolled back.
-                        match apply_transition(c, e, t) {
-                            Ok(true) => Ok(CommitOutcome::Committed),
-                            Ok(false) => Ok(CommitOutcome::Conflict),
-                            Err(error) => {
-                                e.poisoned.replace(Some(error.clone()));
-                                Err(error)
-                            }
-                        }
-                    })
-                    .collect();
-                self.spent.push(transitions);
-                Answer::Committed(tx, outcomes)
-            }
-            Op::Load(id, with_history, tx) => Answer::Loaded(tx, load(c, &id, with_history)),
-            Op::DeadLetters(limit, tx) => Answer::Dead(tx, dead_letters(c, limit)),
-            Op::ReserveIds(count, tx) => Answer::Ids(tx, isolated(c, |c| reserve_ids(c, count))),
+            Op::Load(id, with_history, _) => load(c, id, *with_history).map(Output::Loaded),
+            Op::DeadLetters(limit, _) => dead_letters(c, *limit).map(Output::Dead),
+            Op::ReserveIds(count, _) => reserve_ids(c, *count).map(Output::Ids),
+        }
+    }
+}
+
+impl Committed {
+    /// A batch that failed whole: every operation gets `failure`.
+    fn failed(batch: Vec<Op>, failure: StoreError) -> Self {
+        let mut spent = Vec::new();
+        let answers = batch
+            .into_iter()
+            .map(|op| op.answer(Err(failure.clone()), &mut spent))
+            .collect();
+        Committed {
+            answers,
+            failure: Some(failure),
+            wrote: false,
+            published: false,
+            finished: Vec::new(),
+            spent,
         }
     }
 }
@@ -672,25 +928,6 @@ impl Writer {
 /// times per batch: parsing it each time showed in profiles).
 fn run(c: &Connection, sql: &str) -> rusqlite::Result<usize> {
     c.prepare_cached(sql)?.execute([])
-}
-
-/// Runs `f` in a savepoint: on `Err` or `Ok(false)`-like conflicts the caller decides; on
-/// error everything `f` did is rolled back.
-fn isolated<T>(
-    c: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    run(c, "SAVEPOINT op").map_err(db)?;
-    match f(c) {
-        Ok(value) => {
-            run(c, "RELEASE op").map_err(db)?;
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = run(c, "ROLLBACK TO op").and_then(|_| run(c, "RELEASE op"));
-            Err(e)
-        }
-    }
 }
 
 /// A transition that must not apply: roll back what it did so far.
@@ -829,22 +1066,21 @@ fn receive(
     for topic in topics {
         let room = max.saturating_sub(received.deliveries.len());
         let rows = select
-            .query_map([topic], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            })
+            .query_map([topic], |r| Ok((r.get::<_, i64>(0)?, read_queue_row(r))))
             .map_err(db)?
             // With no room, one row still tells when the next message is due.
             .take(room.max(1))
             .collect::<Result<Vec<_>, _>>()
             .map_err(db)?;
-        for (id, key, payload, attempts, visible_at) in rows {
-            let visible_at = Timestamp::from_millis(u64::try_from(visible_at).unwrap_or(0));
+        for (id, row) in rows {
+            // A row this build did not write (a foreign tool, a bug) must not stall the topic.
+            let (key, payload, attempts, visible_at) = match row {
+                Ok(row) => row,
+                Err(reason) => {
+                    dead_letter_row(c, id, &format!("unreadable queue row {id}: {reason}"))?;
+                    continue;
+                }
+            };
             if visible_at > now || room == 0 {
                 received.next_visible_at = Some(
                     received
@@ -864,6 +1100,74 @@ fn receive(
         }
     }
     Ok(received)
+}
+
+/// A queue row's fields, each checked for its type: key, payload, attempts, visible at.
+type QueueRow = (String, Vec<u8>, i64, Timestamp);
+
+fn read_queue_row(r: &rusqlite::Row<'_>) -> Result<QueueRow, String> {
+    let key = match r.get_ref(1).map_err(|e| e.to_string())? {
+        ValueRef::Text(text) => {
+            String::from_utf8(text.to_vec()).map_err(|_| "its key is not UTF-8 text".to_string())?
+        }
+        other => {
+            return Err(format!(
+                "its key is {}, not TEXT",
+                sql_type(other.data_type())
+            ))
+        }
+    };
+    let payload = match r.get_ref(2).map_err(|e| e.to_string())? {
+        ValueRef::Blob(bytes) => bytes.to_vec(),
+        other => {
+            return Err(format!(
+                "its payload is {}, not a BLOB",
+                sql_type(other.data_type())
+            ))
+        }
+    };
+    let integer = |index: usize, name: &str| match r.get_ref(index) {
+        Ok(ValueRef::Integer(n)) => Ok(n),
+        Ok(other) => Err(format!(
+            "its {name} is {}, not INTEGER",
+            sql_type(other.data_type())
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    let attempts = integer(3, "attempt count")?;
+    let visible_at = integer(4, "visibility time")?;
+    let visible_at = Timestamp::from_millis(u64::try_from(visible_at).unwrap_or(0));
+    Ok((key, payload, attempts, visible_at))
+}
+
+/// A column type as SQL names it.
+fn sql_type(t: rusqlite::types::Type) -> &'static str {
+    use rusqlite::types::Type;
+    match t {
+        Type::Null => "NULL",
+        Type::Integer => "INTEGER",
+        Type::Real => "REAL",
+        Type::Text => "TEXT",
+        Type::Blob => "BLOB",
+    }
+}
+
+/// Moves a queue row to the dead letters, whatever its column types.
+fn dead_letter_row(c: &Connection, id: DeliveryId, reason: &str) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO dead_letters (topic, key, payload, reason, at)
+         SELECT CAST(topic AS TEXT), CAST(coalesce(key, '') AS TEXT),
+                CAST(coalesce(payload, x'') AS BLOB), ?1, ?2
+         FROM queue WHERE id = ?3",
+    )
+    .map_err(db)?
+    .execute(params![reason, millis(now()), id])
+    .map_err(db)?;
+    c.prepare_cached("DELETE FROM queue WHERE id = ?1")
+        .map_err(db)?
+        .execute([id])
+        .map_err(db)?;
+    Ok(())
 }
 
 fn settle(c: &Connection, effects: &Effects, settlements: &[Settlement]) -> Result<(), StoreError> {
@@ -1039,41 +1343,108 @@ fn load(
         )
         .map_err(db)?
         .query_row([id.as_str()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<Vec<u8>>>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-                r.get::<_, i64>(6)?,
-            ))
+            (0..7)
+                .map(|i| r.get::<_, Value>(i))
+                .collect::<Result<Vec<_>, _>>()
         })
         .optional()
         .map_err(db)?;
-    let Some((workflow, method, input, started_at, parent, state, version)) = row else {
+    let Some(row) = row else {
         return Ok(None);
     };
-    let corrupt = |what: &str, e: infinitic_core::CodecError| {
-        StoreError::Database(format!("workflow {id}: undecodable {what}: {e}"))
+    // A damaged row is reported with as much as could be read, so a worker can park it.
+    let version = match row[6] {
+        Value::Integer(v) => u64::try_from(v).ok(),
+        _ => None,
     };
-    let parent = parent
-        .map(|p| decode(&p))
-        .transpose()
-        .map_err(|e| corrupt("parent", e))?;
-    let state: WorkflowState = decode(&state).map_err(|e| corrupt("state", e))?;
+    let state: Option<WorkflowState> = match &row[5] {
+        Value::Blob(bytes) => decode(bytes).ok(),
+        _ => None,
+    };
+    let undecodable = |what: &str, reason: String| StoreError::Undecodable {
+        id: id.clone(),
+        version,
+        state: state.clone(),
+        what: what.into(),
+        reason,
+    };
+    let text = |index: usize, what: &str| match &row[index] {
+        Value::Text(text) => Ok(text.clone()),
+        other => Err(undecodable(
+            what,
+            format!("{} is not TEXT", sql_type(other.data_type())),
+        )),
+    };
+    let blob = |index: usize, what: &str| match &row[index] {
+        Value::Blob(bytes) => Ok(bytes.clone()),
+        other => Err(undecodable(
+            what,
+            format!("{} is not a BLOB", sql_type(other.data_type())),
+        )),
+    };
+    let workflow = text(0, "workflow name")?;
+    let method = text(1, "method name")?;
+    let input = blob(2, "input")?;
+    let started_at = match row[3] {
+        Value::Integer(t) => Timestamp::from_millis(u64::try_from(t).unwrap_or(0)),
+        ref other => {
+            return Err(undecodable(
+                "start time",
+                format!("{} is not INTEGER", sql_type(other.data_type())),
+            ))
+        }
+    };
+    let parent = match &row[4] {
+        Value::Null => None,
+        Value::Blob(bytes) => {
+            Some(decode(bytes).map_err(|e| undecodable("parent", e.to_string()))?)
+        }
+        other => {
+            return Err(undecodable(
+                "parent",
+                format!("{} is not a BLOB", sql_type(other.data_type())),
+            ))
+        }
+    };
+    let state = match state.clone() {
+        Some(state) => state,
+        None => {
+            let reason = match blob(5, "state") {
+                Ok(bytes) => decode::<WorkflowState>(&bytes)
+                    .err()
+                    .map_or_else(String::new, |e| e.to_string()),
+                Err(e) => return Err(e),
+            };
+            return Err(undecodable("state", reason));
+        }
+    };
+    let Some(version) = version else {
+        return Err(undecodable(
+            "version",
+            format!("{} is not INTEGER", sql_type(row[6].data_type())),
+        ));
+    };
     let history = if with_history {
         let mut select = c
-            .prepare_cached("SELECT events FROM history WHERE workflow_id = ?1 ORDER BY seq")
+            .prepare_cached("SELECT seq, events FROM history WHERE workflow_id = ?1 ORDER BY seq")
             .map_err(db)?;
         let rows = select
-            .query_map([id.as_str()], |r| r.get::<_, Vec<u8>>(0))
+            .query_map([id.as_str()], |r| {
+                Ok((r.get::<_, Value>(0)?, r.get::<_, Value>(1)?))
+            })
             .map_err(db)?;
         let mut events = Vec::new();
         for row in rows {
-            let bytes = row.map_err(db)?;
+            let (seq, bytes) = row.map_err(db)?;
+            let what = format!("history row {seq:?}");
+            let Value::Blob(bytes) = bytes else {
+                return Err(undecodable(
+                    &what,
+                    format!("{} is not a BLOB", sql_type(bytes.data_type())),
+                ));
+            };
             let batch: Vec<HistoryEvent> =
-                decode(&bytes).map_err(|e| corrupt("history events", e))?;
+                decode(&bytes).map_err(|e| undecodable(&what, e.to_string()))?;
             events.extend(batch);
         }
         events
@@ -1086,11 +1457,11 @@ fn load(
             workflow,
             method,
             input,
-            started_at: Timestamp::from_millis(u64::try_from(started_at).unwrap_or(0)),
+            started_at,
             parent,
         },
         state,
-        version: u64::try_from(version).unwrap_or(0),
+        version,
         history,
     }))
 }

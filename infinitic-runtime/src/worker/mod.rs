@@ -280,6 +280,7 @@ pub(crate) async fn lease_loop<T: Transport, I>(
     wrap: impl Fn(Delivery) -> I,
 ) {
     let mut activity = transport.activity();
+    let mut failures = 0u32;
     while !*stop.borrow() {
         let room = room(&inbox);
         let wait = if room == 0 {
@@ -287,6 +288,7 @@ pub(crate) async fn lease_loop<T: Transport, I>(
         } else {
             match transport.receive(&topics, room, lease).await {
                 Ok(received) if !received.deliveries.is_empty() => {
+                    failures = 0;
                     for delivery in received.deliveries {
                         if inbox.send(wrap(delivery)).is_err() {
                             return;
@@ -294,18 +296,72 @@ pub(crate) async fn lease_loop<T: Transport, I>(
                     }
                     continue;
                 }
-                Ok(received) => received.next_visible_at.map_or(poll, |t| {
-                    t.saturating_duration_since(crate::store::now()).min(poll)
-                }),
+                Ok(received) => {
+                    failures = 0;
+                    received.next_visible_at.map_or(poll, |t| {
+                        t.saturating_duration_since(crate::store::now()).min(poll)
+                    })
+                }
                 Err(error) => {
-                    eprintln!("infinitic worker: cannot receive from {topics:?}: {error}");
-                    poll
+                    failures = failures.saturating_add(1);
+                    warn_throttled(&format!("receive: {}", error.kind()), || {
+                        format!("infinitic worker: cannot receive from {topics:?}: {error}")
+                    });
+                    backoff(poll, failures)
                 }
             }
         };
         tokio::select! {
             _ = activity.wait(wait) => {}
             _ = stopped(&mut stop) => {}
+        }
+    }
+}
+
+/// How long to wait after `failures` failures in a row: doubling from `base`, at most
+/// [`MAX_BACKOFF`], so a store that stays unavailable is not hammered.
+pub(crate) fn backoff(base: Duration, failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    base.max(Duration::from_millis(1))
+        .saturating_mul(factor)
+        .min(MAX_BACKOFF)
+}
+
+/// The longest wait between two tries of an operation that keeps failing.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How often one kind of problem is logged at most.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Logs a problem on stderr unless one of the same `kind` was logged less than
+/// [`LOG_INTERVAL`] ago; the next line says how many were held back meanwhile. A full disk
+/// fails every operation of every worker loop: one line per kind and interval is enough.
+pub(crate) fn warn_throttled(kind: &str, message: impl FnOnce() -> String) {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static LAST: OnceLock<Mutex<HashMap<String, (Instant, u64)>>> = OnceLock::new();
+    let mut last = LAST
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = Instant::now();
+    match last.get_mut(kind) {
+        Some((at, held)) if now.duration_since(*at) < LOG_INTERVAL => *held += 1,
+        Some((at, held)) => {
+            let held_back = std::mem::take(held);
+            *at = now;
+            match held_back {
+                0 => eprintln!("{}", message()),
+                n => eprintln!(
+                    "{} ({n} more like it in the last {LOG_INTERVAL:?})",
+                    message()
+                ),
+            }
+        }
+        None => {
+            last.insert(kind.to_string(), (now, 0));
+            eprintln!("{}", message());
         }
     }
 }

@@ -3,7 +3,7 @@
 //! in this process, through the store otherwise.
 
 use super::workflow::WorkflowInput;
-use super::{jitter_random, lease_loop, stopped, Inbox, Outbox, WorkerConfig};
+use super::{jitter_random, lease_loop, stopped, warn_throttled, Inbox, Outbox, WorkerConfig};
 use crate::store::{now, Delivery, DeliveryId, Outgoing, Settlement, Transport};
 use crate::topics;
 use infinitic_core::message::{decode_message, encode_message, Message};
@@ -216,6 +216,7 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
             if let Some((_, inbox)) = local.filter(|(names, _)| names.contains(&workflow)) {
                 let input = WorkflowInput::TaskDone {
                     task: delivery,
+                    workflow: workflow.clone(),
                     command,
                     outcome,
                     at: now(),
@@ -257,8 +258,9 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
         },
     };
     if let Err(error) = transport.settle(vec![settlement]).await {
-        // The lease expires and the task is delivered again.
-        eprintln!("infinitic service worker: cannot settle a task: {error}");
+        warn_throttled(&format!("task settle: {}", error.kind()), || {
+            format!("infinitic service worker: cannot settle a task (its lease brings it back): {error}")
+        });
     }
 }
 

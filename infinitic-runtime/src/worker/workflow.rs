@@ -6,10 +6,10 @@
 //! consumed message, committed together (a batch of them per commit).
 
 use super::service::completion;
-use super::{lease_loop, Inbox, Outbox, WorkerConfig};
+use super::{backoff, lease_loop, warn_throttled, Inbox, Outbox, WorkerConfig};
 use crate::store::{
-    now, CommitOutcome, Delivery, DeliveryId, Outgoing, Settlement, StateStore, StoredWorkflow,
-    Transition, Transport, WorkflowHeader, WorkflowState,
+    now, CommitOutcome, Delivery, DeliveryId, Outgoing, Settlement, StateStore, StoreError,
+    StoredWorkflow, Transition, Transport, WorkflowHeader, WorkflowState,
 };
 use crate::topics;
 use infinitic_core::message::{decode_message, encode_message, Message, ParentStep};
@@ -34,6 +34,8 @@ pub(crate) enum WorkflowInput {
     TaskDone {
         /// The task's message.
         task: DeliveryId,
+        /// The workflow (by name) that issued the command.
+        workflow: String,
         /// The command it carried out.
         command: CommandId,
         /// How it ended.
@@ -99,6 +101,11 @@ pub(super) async fn run<S: Transport + StateStore>(
             .iter()
             .map(|t| t.workflow_id.clone())
             .collect();
+        let consumed: Vec<DeliveryId> = batch
+            .transitions
+            .iter()
+            .filter_map(|t| t.consumed)
+            .collect();
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break;
         };
@@ -115,7 +122,7 @@ pub(super) async fn run<S: Transport + StateStore>(
             }
         }
         let (store, conflicts_tx) = (Arc::clone(&store), conflicts_tx.clone());
-        let settlements = batch.settlements;
+        let mut settlements = batch.settlements;
         tokio::spawn(async move {
             let conflicted: Vec<WorkflowId> = match committed.await {
                 Ok(outcomes) => keys
@@ -125,16 +132,28 @@ pub(super) async fn run<S: Transport + StateStore>(
                     .map(|(key, _)| key)
                     .collect(),
                 Err(error) => {
-                    eprintln!("infinitic workflow worker: commit failed, events will be redelivered: {error}");
+                    warn_throttled(&format!("workflow commit: {}", error.kind()), || {
+                        format!("infinitic workflow worker: commit failed, its events will be delivered again: {error}")
+                    });
+                    // Soon, rather than when their leases expire (a consumed message that did
+                    // go with its commit is gone: nothing to deliver again).
+                    let at = now() + HOLD_BASE;
+                    settlements.extend(
+                        consumed
+                            .into_iter()
+                            .map(|delivery| Settlement::Retry { delivery, at }),
+                    );
                     keys
                 }
             };
             if !conflicted.is_empty() {
                 let _ = conflicts_tx.send(conflicted);
             }
-            // Acks and dead letters of this batch's ignored or unusable events.
+            // Acks, holds and dead letters of this batch's events that made no transition.
             if let Err(error) = store.settle(settlements).await {
-                eprintln!("infinitic workflow worker: cannot settle events: {error}");
+                warn_throttled(&format!("workflow settle: {}", error.kind()), || {
+                    format!("infinitic workflow worker: cannot settle events (their leases bring them back): {error}")
+                });
             }
             drop(permit);
         });
@@ -145,6 +164,10 @@ pub(super) async fn run<S: Transport + StateStore>(
         .await;
     let _ = receiver.await;
 }
+
+/// The first wait before an event that could not be applied now is delivered again; it
+/// doubles with each delivery, up to [`super::MAX_BACKOFF`].
+const HOLD_BASE: Duration = Duration::from_millis(200);
 
 /// The version of a newly stored instance (see `StateStore::commit`).
 const FIRST_VERSION: u64 = 1;
@@ -168,7 +191,9 @@ async fn assign_local_ids<S: Transport>(
         if ids.is_empty() {
             match store.reserve_ids(ID_BLOCK).await {
                 Ok(block) => *ids = block,
-                Err(error) => eprintln!("infinitic workflow worker: cannot reserve ids: {error}"),
+                Err(error) => warn_throttled(&format!("reserve ids: {}", error.kind()), || {
+                    format!("infinitic workflow worker: cannot reserve ids: {error}")
+                }),
             }
         }
         match ids.next() {
@@ -213,16 +238,47 @@ struct Live {
 
 impl Engine {
     async fn handle<S: StateStore>(&mut self, store: &S, input: WorkflowInput, batch: &mut Batch) {
-        let (consumed, result) = match input {
+        match input {
             WorkflowInput::TaskDone {
                 task,
+                workflow,
                 command,
                 outcome,
                 at,
-            } => (task, self.complete(store, task, command, outcome, at).await),
+            } => {
+                let applied = self
+                    .complete(store, task, command.clone(), outcome.clone(), at)
+                    .await;
+                let settlement = match applied {
+                    Ok(effect) => effect.settle(task, batch),
+                    // The outcome is only in memory: keep it as an event on the store, with
+                    // the task message's removal.
+                    Err(NotApplied::Later { reason, park }) => {
+                        warn_later(&command.workflow, &reason);
+                        batch.transitions.extend(park.map(|t| *t));
+                        let mut event = completion(&workflow, &command, outcome);
+                        event.deliver_at = now() + HOLD_BASE;
+                        Some(Settlement::Ack {
+                            delivery: task,
+                            publish: vec![event],
+                        })
+                    }
+                    Err(NotApplied::Never(reason)) => Some(Settlement::DeadLetter {
+                        delivery: task,
+                        reason,
+                        publish: Vec::new(),
+                    }),
+                };
+                batch.settlements.extend(settlement);
+            }
             WorkflowInput::Event(delivery) => {
-                let result = match decode_message(&delivery.payload) {
-                    Err(error) => Err(format!("undecodable workflow message: {error}")),
+                let (id, applied) = match decode_message(&delivery.payload) {
+                    Err(error) => (
+                        None,
+                        Err(NotApplied::Never(format!(
+                            "undecodable workflow message: {error}"
+                        ))),
+                    ),
                     Ok(Message::StartWorkflow {
                         workflow_id,
                         workflow,
@@ -233,36 +289,50 @@ impl Engine {
                     }) => {
                         // On a redelivery, look the instance up: it may have started already.
                         let pending = pending && delivery.attempt == 1;
-                        let start = (workflow_id, workflow, method, input, parent);
-                        self.start(store, delivery.id, pending, start).await
+                        let start = (workflow_id.clone(), workflow, method, input, parent);
+                        let started = self.start(store, delivery.id, pending, start).await;
+                        (Some(workflow_id), started)
                     }
                     Ok(Message::CommandCompleted {
                         command,
                         outcome,
                         at,
                     }) => {
-                        self.complete(store, delivery.id, command, outcome, at)
-                            .await
+                        let id = command.workflow.clone();
+                        let completed = self
+                            .complete(store, delivery.id, command, outcome, at)
+                            .await;
+                        (Some(id), completed)
                     }
-                    Ok(other) => Err(format!(
-                        "not a workflow event on {}: {other:?}",
-                        delivery.topic
-                    )),
+                    Ok(other) => (
+                        None,
+                        Err(NotApplied::Never(format!(
+                            "not a workflow event on {}: {other:?}",
+                            delivery.topic
+                        ))),
+                    ),
                 };
-                (delivery.id, result)
+                let settlement = match applied {
+                    Ok(effect) => effect.settle(delivery.id, batch),
+                    // Never dead-lettered: delivered again, later and later.
+                    Err(NotApplied::Later { reason, park }) => {
+                        if let Some(id) = &id {
+                            warn_later(id, &reason);
+                        }
+                        batch.transitions.extend(park.map(|t| *t));
+                        Some(Settlement::Retry {
+                            delivery: delivery.id,
+                            at: now() + backoff(HOLD_BASE, delivery.attempt),
+                        })
+                    }
+                    Err(NotApplied::Never(reason)) => Some(Settlement::DeadLetter {
+                        delivery: delivery.id,
+                        reason,
+                        publish: Vec::new(),
+                    }),
+                };
+                batch.settlements.extend(settlement);
             }
-        };
-        match result {
-            Ok(Effect::Transition(t)) => batch.transitions.push(*t),
-            Ok(Effect::Ack) => batch.settlements.push(Settlement::Ack {
-                delivery: consumed,
-                publish: Vec::new(),
-            }),
-            Err(reason) => batch.settlements.push(Settlement::DeadLetter {
-                delivery: consumed,
-                reason,
-                publish: Vec::new(),
-            }),
         }
     }
 
@@ -272,7 +342,7 @@ impl Engine {
         consumed: DeliveryId,
         pending: bool,
         (id, workflow, method, input, parent): StartRequest,
-    ) -> Result<Effect, String> {
+    ) -> Result<Effect, NotApplied> {
         if self.cache.get(&id).is_some() {
             return Ok(Effect::Ack); // duplicate start
         }
@@ -285,7 +355,7 @@ impl Engine {
             let existing = store
                 .load(&id, false)
                 .await
-                .map_err(|e| format!("cannot load workflow {id}: {e}"))?;
+                .map_err(|e| NotApplied::store(&id, e))?;
             match &existing {
                 Some(stored) if stored.state == WorkflowState::Pending => stored.version,
                 Some(_) => return Ok(Effect::Ack), // already started: a duplicate
@@ -384,7 +454,7 @@ impl Engine {
         command: CommandId,
         outcome: StepOutcome,
         at: infinitic_core::Timestamp,
-    ) -> Result<Effect, String> {
+    ) -> Result<Effect, NotApplied> {
         let id = command.workflow.clone();
         let mut recovered = Vec::new();
         let mut live = match self.cache.take(&id) {
@@ -393,9 +463,11 @@ impl Engine {
                 let stored = store
                     .load(&id, true)
                     .await
-                    .map_err(|e| format!("cannot load workflow {id}: {e}"))?
-                    .ok_or_else(|| format!("event for unknown workflow instance {id}"))?;
-                match self.rebuild(stored, consumed)? {
+                    .map_err(|e| NotApplied::store(&id, e))?
+                    .ok_or_else(|| {
+                        NotApplied::Never(format!("event for unknown workflow instance {id}"))
+                    })?;
+                match self.rebuild(stored)? {
                     Rebuilt::Live(live, new_commands) => {
                         recovered = new_commands;
                         *live
@@ -413,10 +485,10 @@ impl Engine {
         match live.instance.apply(completion.clone()) {
             Err(rejected) => {
                 self.cache.put_back(id, live);
-                Err(format!(
+                Err(NotApplied::Never(format!(
                     "rejected by workflow {}: {rejected}",
                     command.workflow
-                ))
+                )))
             }
             Ok(Applied::Ignored(_)) => {
                 self.cache.put_back(id, live);
@@ -437,15 +509,22 @@ impl Engine {
     }
 
     /// Cold path: replay the stored history with the registered code.
-    fn rebuild(&self, stored: StoredWorkflow, consumed: DeliveryId) -> Result<Rebuilt, String> {
+    fn rebuild(&self, stored: StoredWorkflow) -> Result<Rebuilt, NotApplied> {
         match &stored.state {
             WorkflowState::Running => {}
+            // Kept for when the instance is retried after a fix.
+            WorkflowState::Parked(reason) => {
+                return Err(NotApplied::later(format!(
+                    "workflow {} is parked ({reason}); its events wait",
+                    stored.id
+                )))
+            }
             state if state.is_final() => return Ok(Rebuilt::Done(Effect::Ack)), // late event
             _ => {
-                return Err(format!(
+                return Err(NotApplied::Never(format!(
                     "event for workflow {} that has not started",
                     stored.id
-                ))
+                )))
             }
         }
         let definition = self
@@ -453,10 +532,10 @@ impl Engine {
             .get(&stored.header.workflow)
             .cloned()
             .ok_or_else(|| {
-                format!(
+                NotApplied::Never(format!(
                     "no workflow named `{}` is registered",
                     stored.header.workflow
-                )
+                ))
             })?;
         let history = History {
             workflow_id: stored.id.clone(),
@@ -466,21 +545,14 @@ impl Engine {
             started_at: stored.header.started_at,
             events: stored.history,
         };
-        let parked = |reason: String| {
-            Rebuilt::Done(Effect::transition(Transition {
-                workflow_id: stored.id.clone(),
-                expected_version: stored.version,
-                header: None,
-                state: WorkflowState::Parked(reason.clone()),
-                append: Vec::new(),
-                outbox: Vec::new(),
-                consumed: Some(consumed),
-                dead_letter: Some(format!("workflow parked: {reason}")),
-            }))
+        // The event that found the instance unable to go on is kept, not consumed.
+        let parked = |reason: String| NotApplied::Later {
+            park: Some(Box::new(park(&stored.id, stored.version, &reason))),
+            reason: format!("workflow {} parked: {reason}", stored.id),
         };
         let replayed = match replay(&*definition, &history) {
             Ok(replayed) => replayed,
-            Err(error) => return Ok(parked(error.to_string())),
+            Err(error) => return Err(parked(error.to_string())),
         };
         match replayed.status {
             Status::Running => Ok(Rebuilt::Live(
@@ -492,12 +564,73 @@ impl Engine {
                 }),
                 replayed.new_commands,
             )),
-            Status::Parked(reason) => Ok(parked(reason.to_string())),
-            Status::Completed(_) => Ok(parked(
+            Status::Parked(reason) => Err(parked(reason.to_string())),
+            Status::Completed(_) => Err(parked(
                 "replay completed the workflow before the end of its history".into(),
             )),
         }
     }
+}
+
+/// The transition that parks an instance at `version`, consuming nothing.
+fn park(id: &WorkflowId, version: u64, reason: &str) -> Transition {
+    Transition {
+        workflow_id: id.clone(),
+        expected_version: version,
+        header: None,
+        state: WorkflowState::Parked(reason.to_string()),
+        append: Vec::new(),
+        outbox: Vec::new(),
+        consumed: None,
+        dead_letter: None,
+    }
+}
+
+/// Why an event could not be applied now.
+enum NotApplied {
+    /// Not now (the store is unavailable, the instance is parked): delivered again later, never
+    /// dead-lettered; `park` records why the instance cannot go on, where it can be recorded.
+    Later {
+        reason: String,
+        park: Option<Box<Transition>>,
+    },
+    /// It can never be applied: dead-lettered with this reason.
+    Never(String),
+}
+
+impl NotApplied {
+    fn later(reason: String) -> Self {
+        NotApplied::Later { reason, park: None }
+    }
+
+    /// A store failure while handling an event of `id`: the event waits, whatever the
+    /// failure; an instance whose stored form cannot be decoded is parked with the reason
+    /// (its status shows it) unless it already is.
+    fn store(id: &WorkflowId, error: StoreError) -> Self {
+        let reason = format!("cannot load workflow {id}: {error}");
+        let park = match &error {
+            StoreError::Undecodable {
+                version: Some(version),
+                state,
+                ..
+            } if !matches!(state, Some(WorkflowState::Parked(_))) => {
+                Some(Box::new(park(id, *version, &error.to_string())))
+            }
+            _ => None,
+        };
+        NotApplied::Later { reason, park }
+    }
+}
+
+/// Logs, at most once per interval for each kind, that an event of `id` waits.
+fn warn_later(id: &WorkflowId, reason: &str) {
+    let kind = match reason.split_once(':') {
+        Some((_, rest)) => rest.trim().chars().take(40).collect::<String>(),
+        None => reason.chars().take(40).collect(),
+    };
+    warn_throttled(&format!("held: {kind}"), || {
+        format!("infinitic workflow worker: an event of {id} waits: {reason}")
+    });
 }
 
 /// A start message's fields: instance id, workflow, method, input, parent step.
@@ -516,6 +649,20 @@ enum Effect {
 impl Effect {
     fn transition(t: Transition) -> Self {
         Effect::Transition(Box::new(t))
+    }
+
+    /// Records the effect in `batch`; returns the settlement of `consumed` it needs, if any.
+    fn settle(self, consumed: DeliveryId, batch: &mut Batch) -> Option<Settlement> {
+        match self {
+            Effect::Transition(t) => {
+                batch.transitions.push(*t);
+                None
+            }
+            Effect::Ack => Some(Settlement::Ack {
+                delivery: consumed,
+                publish: Vec::new(),
+            }),
+        }
     }
 }
 
