@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::{mpsc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot, watch};
 
 /// Schema version stored in `PRAGMA user_version`.
@@ -255,7 +255,8 @@ impl SqliteStore {
             effects: Effects::default(),
             synced,
             broken,
-            starved: false,
+            starved: None,
+            checkpoint_failed: None,
         };
         let thread = |name: &str| std::thread::Builder::new().name(name.into());
         thread("infinitic-store-sync")
@@ -528,10 +529,18 @@ struct Writer {
     synced: mpsc::Sender<Committed>,
     /// Set by the sync thread when an fsync failed: nothing runs any more.
     broken: Arc<OnceLock<String>>,
-    /// A batch failed for a reason of the environment (disk full, above all): checkpoint the
-    /// log before the next batches until a checkpoint completes.
-    starved: bool,
+    /// When a batch last failed for a reason of the environment (disk full, above all): the
+    /// log is kept short until [`CALM`] has passed without another.
+    starved: Option<Instant>,
+    /// When a checkpoint last failed: tried again after [`CHECKPOINT_RETRY`].
+    checkpoint_failed: Option<Instant>,
 }
+
+/// How long the log is kept short after a failure of the environment.
+const CALM: Duration = Duration::from_secs(30);
+
+/// How often a checkpoint is tried at most while it fails.
+const CHECKPOINT_RETRY: Duration = Duration::from_millis(100);
 
 /// A batch the writer has finished: its answers and what others should hear about, sent once
 /// it is on disk.
@@ -744,7 +753,7 @@ impl Writer {
                 }
                 Attempt::Failed(error) => {
                     if error.is_transient() {
-                        self.starved = true;
+                        self.keep_log_short();
                     }
                     return Committed::failed(batch, error);
                 }
@@ -853,12 +862,37 @@ impl Writer {
         }
     }
 
-    /// After a failure of the environment, copies the log into the database (without waiting
-    /// for other processes) until a checkpoint completes: then SQLite starts the log over
-    /// instead of growing it. On a full disk the automatic checkpoint may never get its turn:
-    /// the log would take every byte freed.
+    /// After a failure of the environment, the log is kept short for a while. On a full disk,
+    /// SQLite's automatic checkpoint (every 1,000 pages, about 4 MB) may never get its turn:
+    /// the log would take every byte freed and fill the disk again before it.
+    fn keep_log_short(&mut self) {
+        if self.starved.is_none() {
+            // Each restart of the log also gives its file's space back to the disk.
+            let _ = self
+                .connection
+                .execute_batch("PRAGMA journal_size_limit = 0");
+        }
+        self.starved = Some(Instant::now());
+    }
+
+    /// While the log is kept short, copies it into the database before every batch (without
+    /// waiting for other processes): once a checkpoint has copied everything, SQLite starts
+    /// the log over at the next write instead of growing it.
     fn relieve_log(&mut self) {
-        if !self.starved {
+        let Some(failed_at) = self.starved else {
+            return;
+        };
+        if failed_at.elapsed() > CALM {
+            self.starved = None;
+            let _ = self
+                .connection
+                .execute_batch("PRAGMA journal_size_limit = -1");
+            return;
+        }
+        if self
+            .checkpoint_failed
+            .is_some_and(|at| at.elapsed() < CHECKPOINT_RETRY)
+        {
             return;
         }
         let checkpoint = self
@@ -870,11 +904,10 @@ impl Writer {
                     r.get::<_, i64>(2)?,
                 ))
             });
-        if let Ok((0, log, done)) = checkpoint {
-            if log == done {
-                self.starved = false;
-            }
-        }
+        self.checkpoint_failed = match checkpoint {
+            Ok((0, log, done)) if log == done => None,
+            _ => Some(Instant::now()),
+        };
     }
 
     /// Runs one operation inside the open transaction.

@@ -337,31 +337,54 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// [`LOG_INTERVAL`] ago; the next line says how many were held back meanwhile. A full disk
 /// fails every operation of every worker loop: one line per kind and interval is enough.
 pub(crate) fn warn_throttled(kind: &str, message: impl FnOnce() -> String) {
-    use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    use std::time::Instant;
-    static LAST: OnceLock<Mutex<HashMap<String, (Instant, u64)>>> = OnceLock::new();
-    let mut last = LAST
-        .get_or_init(Default::default)
+    static LOG: OnceLock<Mutex<Throttle>> = OnceLock::new();
+    let admitted = LOG
+        .get_or_init(|| Mutex::new(Throttle::new(LOG_INTERVAL)))
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let now = Instant::now();
-    match last.get_mut(kind) {
-        Some((at, held)) if now.duration_since(*at) < LOG_INTERVAL => *held += 1,
-        Some((at, held)) => {
-            let held_back = std::mem::take(held);
-            *at = now;
-            match held_back {
-                0 => eprintln!("{}", message()),
-                n => eprintln!(
-                    "{} ({n} more like it in the last {LOG_INTERVAL:?})",
-                    message()
-                ),
-            }
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .admit(kind, std::time::Instant::now());
+    match admitted {
+        Some(0) => eprintln!("{}", message()),
+        Some(held) => eprintln!(
+            "{} ({held} more like it since the last such line)",
+            message()
+        ),
+        None => {}
+    }
+}
+
+/// Decides which log lines pass: one per kind and interval.
+#[derive(Debug)]
+struct Throttle {
+    interval: Duration,
+    /// When each kind was last let through, and how many were held back since.
+    last: std::collections::HashMap<String, (std::time::Instant, u64)>,
+}
+
+impl Throttle {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: std::collections::HashMap::new(),
         }
-        None => {
-            last.insert(kind.to_string(), (now, 0));
-            eprintln!("{}", message());
+    }
+
+    /// `Some(held back since the last one)` if a line of `kind` may be written at `now`.
+    fn admit(&mut self, kind: &str, now: std::time::Instant) -> Option<u64> {
+        match self.last.get_mut(kind) {
+            Some((at, held)) if now.duration_since(*at) < self.interval => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                *at = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                self.last.insert(kind.to_string(), (now, 0));
+                Some(0)
+            }
         }
     }
 }
@@ -381,4 +404,37 @@ fn jitter_random() -> f64 {
             .map_or(0, |d| d.subsec_nanos().into()),
     );
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_kind_of_problem_is_logged_once_per_interval_with_the_count_held_back() {
+        let mut throttle = Throttle::new(Duration::from_secs(10));
+        let start = Instant::now();
+        assert_eq!(throttle.admit("disk full", start), Some(0));
+        // 80 per second, as a full disk made the workers log before.
+        for i in 1..800 {
+            let at = start + Duration::from_millis(i * 12);
+            assert_eq!(throttle.admit("disk full", at), None);
+        }
+        assert_eq!(throttle.admit("locked", start), Some(0), "kinds are apart");
+        let later = start + Duration::from_secs(10);
+        assert_eq!(throttle.admit("disk full", later), Some(799));
+        assert_eq!(throttle.admit("disk full", later), None);
+    }
+
+    #[test]
+    fn backoff_doubles_from_its_base_up_to_the_maximum() {
+        let base = Duration::from_millis(50);
+        assert_eq!(backoff(base, 1), base);
+        assert_eq!(backoff(base, 2), base * 2);
+        assert_eq!(backoff(base, 4), base * 8);
+        assert_eq!(backoff(base, 30), MAX_BACKOFF);
+        assert_eq!(backoff(base, u32::MAX), MAX_BACKOFF);
+        assert_eq!(backoff(base, 0), base);
+    }
 }
