@@ -12,11 +12,11 @@ use crate::store::{
     Transition, Transport, WorkflowHeader, WorkflowState,
 };
 use crate::topics;
-use infinitic_core::message::{decode_message, encode_message, Message, ParentStep};
+use infinitic_core::message::{decode_message_within, encode_message, Message, ParentStep};
 use infinitic_core::{
-    encode, replay, Applied, Command, CommandId, CommandRecord, Completion, History, HistoryEvent,
-    MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId,
-    WorkflowInstance,
+    encode, replay_with_limits, Applied, Command, CommandId, CommandRecord, Completion, History,
+    HistoryEvent, Limits, MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition,
+    WorkflowId, WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
@@ -74,6 +74,7 @@ pub(super) async fn run<S: Transport + StateStore>(
         cache: Cache::new(config.cache_capacity),
         local_services,
         task_lease: config.task_timeout + config.task_lease_margin,
+        limits: config.limits,
     };
     let commits_in_flight = config.commits_in_flight.max(1);
     let in_flight = Arc::new(Semaphore::new(commits_in_flight));
@@ -201,6 +202,7 @@ struct Engine {
     /// Services of this process: their tasks are handed over in memory after the commit.
     local_services: BTreeSet<String>,
     task_lease: Duration,
+    limits: Limits,
 }
 
 /// A live instance and the stored version it corresponds to.
@@ -221,7 +223,7 @@ impl Engine {
                 at,
             } => (task, self.complete(store, task, command, outcome, at).await),
             WorkflowInput::Event(delivery) => {
-                let result = match decode_message(&delivery.payload) {
+                let result = match decode_message_within(&delivery.payload, &self.limits) {
                     Err(error) => Err(format!("undecodable workflow message: {error}")),
                     Ok(Message::StartWorkflow {
                         workflow_id,
@@ -240,10 +242,29 @@ impl Engine {
                         command,
                         outcome,
                         at,
-                    }) => {
-                        self.complete(store, delivery.id, command, outcome, at)
-                            .await
-                    }
+                    }) => match refuse(&outcome, &self.limits) {
+                        None => {
+                            self.complete(store, delivery.id, command, outcome, at)
+                                .await
+                        }
+                        // The workflow learns of it; the message goes to the dead letters.
+                        Some(reason) => {
+                            let invalid = StepOutcome::Invalid {
+                                reason: reason.clone(),
+                            };
+                            match self
+                                .complete(store, delivery.id, command, invalid, at)
+                                .await
+                            {
+                                Ok(Effect::Transition(mut t)) => {
+                                    t.dead_letter = Some(reason);
+                                    Ok(Effect::Transition(t))
+                                }
+                                Ok(Effect::Ack) => Err(reason),
+                                Err(error) => Err(error),
+                            }
+                        }
+                    },
                     Ok(other) => Err(format!(
                         "not a workflow event on {}: {other:?}",
                         delivery.topic
@@ -320,7 +341,7 @@ impl Engine {
             let reason = format!("no workflow named `{workflow}` is registered on this worker");
             return Ok(failed(reason.clone(), StepOutcome::Unknown { reason }));
         };
-        let started = WorkflowInstance::start(
+        let started = WorkflowInstance::start_with_limits(
             &*definition,
             Start {
                 workflow_id: id.clone(),
@@ -329,6 +350,7 @@ impl Engine {
                 input: &input,
                 at,
             },
+            self.limits,
         );
         let (instance, progress) = match started {
             Ok(started) => started,
@@ -478,7 +500,7 @@ impl Engine {
                 dead_letter: Some(format!("workflow parked: {reason}")),
             }))
         };
-        let replayed = match replay(&*definition, &history) {
+        let replayed = match replay_with_limits(&*definition, &history, self.limits) {
             Ok(replayed) => replayed,
             Err(error) => return Ok(parked(error.to_string())),
         };
@@ -498,6 +520,17 @@ impl Engine {
             )),
         }
     }
+}
+
+/// Why a received outcome's payload (a result, a service's error) is refused, if it is.
+fn refuse(outcome: &StepOutcome, limits: &Limits) -> Option<String> {
+    let (what, payload) = match outcome {
+        StepOutcome::Completed(value) => ("result", value),
+        StepOutcome::Failed { error, .. } => ("error", error),
+        _ => return None,
+    };
+    let error = limits.check(payload).err()?;
+    Some(format!("the step's {what} is refused: {error}"))
 }
 
 /// A start message's fields: instance id, workflow, method, input, parent step.
