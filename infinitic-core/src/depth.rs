@@ -8,6 +8,15 @@ use serde::ser::{self, Serialize, Serializer};
 use std::cell::Cell;
 use std::io;
 
+/// Why [`check_depth`] stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ScanError {
+    /// Nested deeper than the limit.
+    TooDeep,
+    /// Not one complete MessagePack value: truncated, or a reserved byte, at this offset.
+    Malformed { offset: usize },
+}
+
 /// Checks that `bytes` starts with one complete MessagePack value whose containers (arrays,
 /// maps, including empty ones) nest at most `max_depth` deep. Bytes after that value are not
 /// looked at (the decoder does not read them either).
@@ -15,7 +24,7 @@ use std::io;
 /// Iterative, with memory proportional to the depth reached (at most `max_depth + 1`), and
 /// time linear in the bytes: every declared element needs at least one byte, so a header
 /// claiming four billion elements fails as soon as the bytes run out.
-pub(crate) fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), LimitError> {
+pub(crate) fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ScanError> {
     // Values still to read in each open container, innermost last.
     let mut open: Vec<u64> = Vec::new();
     let mut pos = 0usize;
@@ -24,12 +33,12 @@ pub(crate) fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), LimitErr
         pos = pos
             .checked_add(header)
             .filter(|&end| end <= bytes.len())
-            .ok_or(LimitError::Malformed {
+            .ok_or(ScanError::Malformed {
                 offset: bytes.len(),
             })?;
         if let Some(children) = children {
             if open.len() >= max_depth {
-                return Err(LimitError::TooDeep { limit: max_depth });
+                return Err(ScanError::TooDeep);
             }
             if children > 0 {
                 open.push(children);
@@ -54,18 +63,18 @@ pub(crate) fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), LimitErr
 
 /// The value at `pos`: how many bytes it takes besides its elements, and how many elements it
 /// holds if it is a container (a map's keys and values both count).
-fn header(bytes: &[u8], pos: usize) -> Result<(usize, Option<u64>), LimitError> {
-    let truncated = LimitError::Malformed {
+fn header(bytes: &[u8], pos: usize) -> Result<(usize, Option<u64>), ScanError> {
+    let truncated = ScanError::Malformed {
         offset: bytes.len(),
     };
     let marker = *bytes.get(pos).ok_or(truncated.clone())?;
     // A big-endian length of `n` bytes right after the marker.
-    let length = |n: usize| -> Result<u64, LimitError> {
+    let length = |n: usize| -> Result<u64, ScanError> {
         let start = pos + 1;
         let field = bytes.get(start..start + n).ok_or(truncated.clone())?;
         Ok(field.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
     };
-    let sized = |n: usize, extra: usize| -> Result<(usize, Option<u64>), LimitError> {
+    let sized = |n: usize, extra: usize| -> Result<(usize, Option<u64>), ScanError> {
         let len = usize::try_from(length(n)?).map_err(|_| truncated.clone())?;
         Ok((
             (1 + n + extra).checked_add(len).ok_or(truncated.clone())?,
@@ -77,7 +86,7 @@ fn header(bytes: &[u8], pos: usize) -> Result<(usize, Option<u64>), LimitError> 
         0x80..=0x8f => (1, Some(2 * u64::from(marker & 0x0f))),
         0x90..=0x9f => (1, Some(u64::from(marker & 0x0f))),
         0xa0..=0xbf => (1 + usize::from(marker & 0x1f), None),
-        0xc1 => return Err(LimitError::Malformed { offset: pos }),
+        0xc1 => return Err(ScanError::Malformed { offset: pos }),
         0xc4 | 0xd9 => sized(1, 0)?,
         0xc5 | 0xda => sized(2, 0)?,
         0xc6 | 0xdb => sized(4, 0)?,
@@ -523,7 +532,7 @@ mod tests {
             assert_eq!(check_depth(&arrays(max), max), Ok(()), "max {max}");
             assert_eq!(
                 check_depth(&arrays(max + 1), max),
-                Err(LimitError::TooDeep { limit: max }),
+                Err(ScanError::TooDeep),
                 "max {max}"
             );
         }
@@ -532,14 +541,11 @@ mod tests {
     #[test]
     fn a_million_levels_are_refused_without_recursing() {
         let bytes = arrays(1_000_000);
-        assert_eq!(
-            check_depth(&bytes, 128),
-            Err(LimitError::TooDeep { limit: 128 })
-        );
+        assert_eq!(check_depth(&bytes, 128), Err(ScanError::TooDeep));
         // Even with no effective limit: the scan is iterative, the bytes just run out.
         assert_eq!(
             check_depth(&bytes[..bytes.len() - 1], usize::MAX),
-            Err(LimitError::Malformed {
+            Err(ScanError::Malformed {
                 offset: bytes.len() - 1
             })
         );
@@ -568,7 +574,7 @@ mod tests {
             assert!(
                 matches!(
                     check_depth(&bytes[..len], 16),
-                    Err(LimitError::Malformed { .. })
+                    Err(ScanError::Malformed { .. })
                 ),
                 "prefix of {len} bytes"
             );
@@ -594,7 +600,7 @@ mod tests {
         }
         assert_eq!(
             check_depth(&[0xc1], 8),
-            Err(LimitError::Malformed { offset: 0 })
+            Err(ScanError::Malformed { offset: 0 })
         );
         // Four billion elements announced, none there.
         assert!(check_depth(&[0xdd, 0xff, 0xff, 0xff, 0xff], 8).is_err());

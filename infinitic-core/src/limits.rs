@@ -7,6 +7,7 @@
 //! overflow a worker's stack; the depth check walks the bytes without recursing.
 
 use crate::codec::CodecError;
+use crate::depth::ScanError;
 use crate::Payload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -66,7 +67,8 @@ impl Limits {
     }
 
     /// Checks an encoded payload: its size, then its nesting (without recursing, so any depth
-    /// is safe to check).
+    /// is safe to check). Bytes that are not valid MessagePack pass, as far as they go: the
+    /// decoder refuses them with a precise message, and cannot nest deeper than they do.
     ///
     /// ```
     /// use infinitic_core::{LimitError, Limits};
@@ -81,7 +83,12 @@ impl Limits {
                 limit: self.max_payload_bytes,
             });
         }
-        crate::depth::check_depth(payload, self.max_depth)
+        match crate::depth::check_depth(payload, self.max_depth) {
+            Err(ScanError::TooDeep) => Err(LimitError::TooDeep {
+                limit: self.max_depth,
+            }),
+            Err(ScanError::Malformed { .. }) | Ok(()) => Ok(()),
+        }
     }
 
     /// Encodes a value like [`crate::encode`], refusing it once it grows past
@@ -165,12 +172,6 @@ pub enum LimitError {
     TooDeep {
         /// The limit.
         limit: usize,
-    },
-    /// The bytes are not one complete MessagePack value (truncated, or a reserved byte).
-    #[error("the payload is not valid MessagePack (at byte {offset})")]
-    Malformed {
-        /// Where reading stopped.
-        offset: usize,
     },
 }
 

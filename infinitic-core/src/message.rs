@@ -4,9 +4,8 @@
 //! field names (so fields can be added with defaults without breaking older readers). Decoding
 //! never panics: every failure is a [`DecodeError`].
 
-use crate::{
-    CommandId, LimitError, Limits, MethodRun, Payload, StepOutcome, Timestamp, WorkflowId,
-};
+use crate::depth::{check_depth, ScanError};
+use crate::{CommandId, Limits, MethodRun, Payload, StepOutcome, Timestamp, WorkflowId};
 use serde::{Deserialize, Serialize};
 
 /// First byte of every envelope: rejects bytes that are not ours at once.
@@ -103,10 +102,23 @@ pub enum DecodeError {
     /// The body does not decode.
     #[error("malformed message body: {0}")]
     Malformed(String),
-    /// The message crosses a limit: larger than [`Limits::max_message_bytes`], or its body
-    /// nests deeper than [`MAX_ENVELOPE_DEPTH`].
-    #[error("message refused: {0}")]
-    Limit(LimitError),
+    /// Larger than [`Limits::max_message_bytes`].
+    #[error(
+        "a message of {size} bytes exceeds the message size limit of {limit} bytes \
+         (twice max_payload_bytes, plus headroom)"
+    )]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The body nests deeper than [`MAX_ENVELOPE_DEPTH`].
+    #[error("the message nests deeper than {limit} levels (MAX_ENVELOPE_DEPTH)")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Encodes a message into its envelope.
@@ -134,21 +146,21 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
 ///
 /// ```
 /// use infinitic_core::message::{decode_message_within, DecodeError, MAGIC, PROTOCOL_VERSION};
-/// use infinitic_core::{LimitError, Limits};
+/// use infinitic_core::Limits;
 /// let mut deep = vec![MAGIC, PROTOCOL_VERSION];
 /// deep.extend(std::iter::repeat(0x91).take(100_000)); // arrays in arrays in ...
 /// assert!(matches!(
 ///     decode_message_within(&deep, &Limits::default()),
-///     Err(DecodeError::Limit(LimitError::TooDeep { .. }))
+///     Err(DecodeError::TooDeep { limit: 32 })
 /// ));
 /// ```
 pub fn decode_message_within(bytes: &[u8], limits: &Limits) -> Result<Message, DecodeError> {
     let limit = limits.max_message_bytes();
     if bytes.len() > limit {
-        return Err(DecodeError::Limit(LimitError::TooLarge {
-            size: Some(bytes.len()),
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
             limit,
-        }));
+        });
     }
     decode_message(bytes)
 }
@@ -166,10 +178,10 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
         }),
         [_, _, body @ ..] => {
             // Only depth is decided here: the decoder says precisely what else is wrong.
-            if let Err(e @ LimitError::TooDeep { .. }) =
-                crate::depth::check_depth(body, MAX_ENVELOPE_DEPTH)
-            {
-                return Err(DecodeError::Limit(e));
+            if let Err(ScanError::TooDeep) = check_depth(body, MAX_ENVELOPE_DEPTH) {
+                return Err(DecodeError::TooDeep {
+                    limit: MAX_ENVELOPE_DEPTH,
+                });
             }
             rmp_serde::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))
         }
@@ -215,9 +227,9 @@ mod tests {
         deep.push(0xc0);
         assert_eq!(
             decode_message(&deep),
-            Err(DecodeError::Limit(LimitError::TooDeep {
+            Err(DecodeError::TooDeep {
                 limit: MAX_ENVELOPE_DEPTH
-            }))
+            })
         );
         let limits = Limits {
             max_payload_bytes: 10,
@@ -227,10 +239,10 @@ mod tests {
         let huge = vec![MAGIC; limits.max_message_bytes() + 1];
         assert_eq!(
             decode_message_within(&huge, &limits),
-            Err(DecodeError::Limit(LimitError::TooLarge {
-                size: Some(huge.len()),
+            Err(DecodeError::TooLarge {
+                size: huge.len(),
                 limit: limits.max_message_bytes()
-            }))
+            })
         );
     }
 

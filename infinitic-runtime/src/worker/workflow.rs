@@ -261,7 +261,7 @@ impl Engine {
                                     Ok(Effect::Transition(t))
                                 }
                                 Ok(Effect::Ack) => Err(reason),
-                                Err(error) => Err(error),
+                                Err(error) => Err(format!("{reason} ({error})")),
                             }
                         }
                     },
