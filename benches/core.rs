@@ -170,9 +170,8 @@ impl Bench {
     fn input(steps: u32) -> Payload {
         ChainStub
             .run(steps)
-            .args()
+            .encode_args(&infinitic::Limits::default())
             .expect("arguments encode")
-            .clone()
     }
 
     fn start(&self, id: WorkflowId, input: &[u8]) -> (WorkflowInstance, Progress) {

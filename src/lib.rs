@@ -57,12 +57,12 @@
 
 pub use infinitic_core::RetryPolicy;
 pub use infinitic_core::{
-    decode, encode, message, replay, task, workflow, Applied, CodecError, Command, CommandId,
-    CommandRecord, CommandSignature, Completion, DispatchError, History, HistoryEvent,
-    IgnoredReason, MethodRun, Mismatch, NoError, ParkReason, Payload, Position, Progress,
-    RejectedEvent, Replay, Service, ServiceCall, Start, Status, StepError, StepOutcome, TaskError,
-    Timestamp, Workflow, WorkflowCall, WorkflowDefinition, WorkflowFactory, WorkflowId,
-    WorkflowInstance,
+    decode, encode, message, replay, replay_with_limits, task, workflow, Applied, CodecError,
+    Command, CommandId, CommandRecord, CommandSignature, Completion, DispatchError, EncodeError,
+    History, HistoryEvent, IgnoredReason, LimitError, Limits, MethodRun, Mismatch, NoError,
+    ParkReason, Payload, Position, Progress, RejectedEvent, Replay, Service, ServiceCall, Start,
+    Status, StepError, StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall,
+    WorkflowDefinition, WorkflowFactory, WorkflowId, WorkflowInstance,
 };
 pub use infinitic_runtime::client::{Client, ClientError, WorkflowHandle};
 pub use infinitic_runtime::store::{
@@ -114,7 +114,7 @@ pub mod __private {
     pub use std::boxed::Box;
     pub use std::sync::Arc;
 
-    use infinitic_core::{encode, CatchUnwind, CodecError, Payload};
+    use infinitic_core::{CatchUnwind, CodecError, Limits, Payload};
     use serde::{de::DeserializeOwned, Serialize};
     use std::future::Future;
 
@@ -164,16 +164,20 @@ pub mod __private {
         Box::pin(async move {
             match CatchUnwind::new(call).await {
                 Ok(result) => result,
-                Err(message) => Err(TaskError::Panicked { message }),
+                Err(message) => Err(TaskError::Panicked {
+                    message: clip(message),
+                }),
             }
         })
     }
 
-    /// Encodes a plain method result.
+    /// Encodes a plain method result, within the task's limits.
     pub fn encode_value<T: Serialize>(value: &T) -> Result<Payload, TaskError> {
-        encode(value).map_err(|e| TaskError::BadResult {
-            reason: e.to_string(),
-        })
+        Limits::current()
+            .encode(value)
+            .map_err(|e| TaskError::BadResult {
+                reason: e.to_string(),
+            })
     }
 
     /// Encodes a `Result` method result: `Err(e)` becomes [`TaskError::Failed`].
@@ -183,14 +187,31 @@ pub mod __private {
         match result {
             Ok(value) => encode_value(&value),
             Err(error) => Err(TaskError::Failed {
-                message: format!("{error:?}"),
+                message: clip(format!("{error:?}")),
                 error: encode_value(&error)?,
             }),
         }
     }
 
-    /// Encodes a workflow method's return value.
+    /// Encodes a workflow method's return value, within the run's limits.
     pub fn encode_workflow_output<T: Serialize>(value: &T) -> Result<Payload, String> {
-        encode(value).map_err(|e| e.to_string())
+        Limits::current().encode(value).map_err(|e| e.to_string())
+    }
+
+    /// Longest failure message (a rendering of the service's error, a panic message) carried
+    /// with a failure: the error itself travels encoded, within the payload limits.
+    const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+    /// Cuts a failure message to [`MAX_MESSAGE_BYTES`] (on a character boundary).
+    fn clip(mut message: String) -> String {
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut end = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("… (cut)");
+        }
+        message
     }
 }

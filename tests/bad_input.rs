@@ -231,7 +231,7 @@ async fn a_task_for_an_unknown_service_fails_the_waiting_step_with_unknown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_workflow_method_fails_the_start_with_a_reason() {
     let s = setup();
-    let call: WorkflowCall<String> = WorkflowCall::new("Probe", "nope", &());
+    let call: WorkflowCall<String> = WorkflowCall::new("Probe", "nope", ());
     let handle = s.client.dispatch_with_id("p-nope", call).await.unwrap();
     let error = tokio::time::timeout(Duration::from_secs(10), handle.result())
         .await
@@ -250,7 +250,7 @@ async fn an_unknown_workflow_method_fails_the_start_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_workflow_argument_types_fail_the_start_with_a_reason() {
     let s = setup();
-    let call: WorkflowCall<String> = WorkflowCall::new("Probe", "run", &("not a number",));
+    let call: WorkflowCall<String> = WorkflowCall::new("Probe", "run", ("not a number",));
     let handle = s.client.dispatch_with_id("p-bad-args", call).await.unwrap();
     let error = tokio::time::timeout(Duration::from_secs(10), handle.result())
         .await
@@ -289,7 +289,7 @@ async fn a_start_for_an_unknown_workflow_is_dead_lettered_and_fails() {
     let error = s.client.handle::<()>("ghost-1").result().await.unwrap_err();
     assert!(matches!(error, ClientError::Failed { .. }), "{error}");
     // A start on a topic no worker serves waits for one: pending, not lost.
-    let call: WorkflowCall<()> = WorkflowCall::new("NotDeployedYet", "run", &());
+    let call: WorkflowCall<()> = WorkflowCall::new("NotDeployedYet", "run", ());
     let handle = s.client.dispatch_with_id("later-1", call).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(handle.status().await.unwrap(), WorkflowState::Pending);

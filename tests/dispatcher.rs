@@ -452,7 +452,7 @@ async fn the_tester_reports_start_errors_as_dispatch_errors() {
         .service(bank())
         .run(
             TransferImpl::default,
-            WorkflowCall::<u64>::new("Transfer", "refund", &("ada",)),
+            WorkflowCall::<u64>::new("Transfer", "refund", ("ada",)),
         )
         .await;
     assert!(
@@ -466,7 +466,7 @@ async fn the_tester_reports_start_errors_as_dispatch_errors() {
         .service(bank())
         .run(
             TransferImpl::default,
-            WorkflowCall::<Result<u64, String>>::new("Transfer", "run", &(5u64, "ada")),
+            WorkflowCall::<Result<u64, String>>::new("Transfer", "run", (5u64, "ada")),
         )
         .await;
     assert!(

@@ -453,7 +453,7 @@ struct Live {
 impl Live {
     fn start(definition: &dyn WorkflowDefinition, id: &str) -> Self {
         let call = ScriptStub.run("tag".to_string());
-        let input = call.args().unwrap().clone();
+        let input = call.encode_args(&infinitic::Limits::default()).unwrap();
         let at = Timestamp::from_millis(START_MILLIS);
         let workflow_id = WorkflowId::new(id);
         let history = History::new(

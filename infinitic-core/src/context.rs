@@ -5,7 +5,9 @@
 //! after, so durable futures hold plain data (they stay `Send`) and nothing is shared.
 
 use crate::rng::SplitMix64;
-use crate::{Command, CommandRecord, MethodRun, Position, StepOutcome, Timestamp, WorkflowId};
+use crate::{
+    Command, CommandRecord, Limits, MethodRun, Position, StepOutcome, Timestamp, WorkflowId,
+};
 use std::cell::RefCell;
 use std::panic::Location;
 
@@ -28,10 +30,17 @@ pub(crate) struct EngineState {
     pub(crate) ready: Vec<(Position, StepOutcome)>,
     /// Commands created during the current poll.
     pub(crate) produced: Vec<CommandRecord>,
+    /// Limits on the payloads the run encodes and decodes ([`Limits::current`] while polled).
+    pub(crate) limits: Limits,
 }
 
 impl EngineState {
-    pub(crate) fn new(workflow_id: WorkflowId, run: MethodRun, now: Timestamp) -> Self {
+    pub(crate) fn new(
+        workflow_id: WorkflowId,
+        run: MethodRun,
+        now: Timestamp,
+        limits: Limits,
+    ) -> Self {
         let rng = SplitMix64::seeded(&[workflow_id.as_str().as_bytes(), &run.0.to_le_bytes()]);
         Self {
             workflow_id,
@@ -42,6 +51,7 @@ impl EngineState {
             pending: Vec::new(),
             ready: Vec::new(),
             produced: Vec::new(),
+            limits,
         }
     }
 

@@ -5,7 +5,9 @@
 //! the engine polls the instance after every event it applies.
 
 use crate::context::{try_with_state, with_state};
-use crate::{encode, Command, NoError, Payload, Position, StepError, StepOutcome, Timestamp};
+use crate::{
+    Command, EncodeError, Limits, NoError, Payload, Position, StepError, StepOutcome, Timestamp,
+};
 use serde::de::DeserializeOwned;
 use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
@@ -71,25 +73,57 @@ impl Drop for DurableStep {
 ///
 /// `T` is the method's success value and `E` its error type (`NoError` for methods that do not
 /// return `Result`).
+///
+/// The arguments are encoded when the call is awaited, within the running workflow's
+/// [`Limits`]: arguments that cross them make the step resolve to `StepError::Invalid` naming
+/// the limit, and nothing is scheduled.
 #[must_use = "a service call does nothing until it is awaited"]
-#[derive(Debug)]
 pub struct ServiceCall<T, E = NoError> {
     service: &'static str,
     method: &'static str,
-    args: Result<Payload, String>,
+    args: Args,
     location: &'static Location<'static>,
     _types: PhantomData<fn() -> (T, E)>,
 }
 
+/// A call's arguments, encoded on demand under the limits of whoever sends them.
+struct Args(Box<EncodeArgs>);
+
+type EncodeArgs = dyn Fn(&Limits) -> Result<Payload, EncodeError> + Send;
+
+impl Args {
+    fn new<A: serde::Serialize + Send + 'static>(args: A) -> Self {
+        Self(Box::new(move |limits| limits.encode(&args)))
+    }
+
+    fn encode(&self, limits: &Limits) -> Result<Payload, EncodeError> {
+        (self.0)(limits)
+    }
+}
+
+impl<T, E> std::fmt::Debug for ServiceCall<T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceCall")
+            .field("service", &self.service)
+            .field("method", &self.method)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T, E> ServiceCall<T, E> {
     /// Builds a call; generated stubs call this with `#[track_caller]` so the location is the
-    /// user's line.
+    /// user's line. `args` is the argument tuple.
     #[track_caller]
-    pub fn new<A: serde::Serialize>(service: &'static str, method: &'static str, args: &A) -> Self {
+    pub fn new<A: serde::Serialize + Send + 'static>(
+        service: &'static str,
+        method: &'static str,
+        args: A,
+    ) -> Self {
         Self {
             service,
             method,
-            args: encode(args).map_err(|e| e.to_string()),
+            args: Args::new(args),
             location: Location::caller(),
             _types: PhantomData,
         }
@@ -111,7 +145,7 @@ impl<T: DeserializeOwned, E: DeserializeOwned> IntoFuture for ServiceCall<T, E> 
     type IntoFuture = TypedStep<T, E>;
 
     fn into_future(self) -> TypedStep<T, E> {
-        let step = self.args.map(|args| {
+        let step = self.args.encode(&Limits::current()).map(|args| {
             DurableStep::new(
                 Command::CallService {
                     service: Cow::Borrowed(self.service),
@@ -127,28 +161,42 @@ impl<T: DeserializeOwned, E: DeserializeOwned> IntoFuture for ServiceCall<T, E> 
 
 /// A call to a workflow method: `.await` it in a workflow to run a child workflow; give it to a
 /// client to start an instance. Built by a generated workflow stub.
+///
+/// The arguments are encoded where the call is sent, within the sender's [`Limits`]: the
+/// running workflow's for a child workflow (crossing them resolves the step to
+/// `StepError::Invalid`), the client's or tester's for a start.
 #[must_use = "a workflow call does nothing until it is awaited or started"]
-#[derive(Debug)]
 pub struct WorkflowCall<R> {
     workflow: &'static str,
     method: &'static str,
-    args: Result<Payload, String>,
+    args: Args,
     location: &'static Location<'static>,
     _result: PhantomData<fn() -> R>,
 }
 
+impl<R> std::fmt::Debug for WorkflowCall<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowCall")
+            .field("workflow", &self.workflow)
+            .field("method", &self.method)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<R> WorkflowCall<R> {
-    /// Builds a call; generated stubs call this with `#[track_caller]`.
+    /// Builds a call; generated stubs call this with `#[track_caller]`. `args` is the argument
+    /// tuple.
     #[track_caller]
-    pub fn new<A: serde::Serialize>(
+    pub fn new<A: serde::Serialize + Send + 'static>(
         workflow: &'static str,
         method: &'static str,
-        args: &A,
+        args: A,
     ) -> Self {
         Self {
             workflow,
             method,
-            args: encode(args).map_err(|e| e.to_string()),
+            args: Args::new(args),
             location: Location::caller(),
             _result: PhantomData,
         }
@@ -164,9 +212,20 @@ impl<R> WorkflowCall<R> {
         self.method
     }
 
-    /// The encoded arguments, or why they could not be encoded.
-    pub fn args(&self) -> Result<&Payload, &str> {
-        self.args.as_ref().map_err(String::as_str)
+    /// Encodes the arguments within `limits`.
+    ///
+    /// ```
+    /// use infinitic_core::{EncodeError, LimitError, Limits, WorkflowCall};
+    /// let call: WorkflowCall<()> = WorkflowCall::new("Billing", "run", (vec![0u8; 100],));
+    /// assert!(call.encode_args(&Limits::default()).is_ok());
+    /// let small = Limits { max_payload_bytes: 64, ..Limits::default() };
+    /// assert!(matches!(
+    ///     call.encode_args(&small),
+    ///     Err(EncodeError::Limit(LimitError::TooLarge { limit: 64, .. }))
+    /// ));
+    /// ```
+    pub fn encode_args(&self, limits: &Limits) -> Result<Payload, EncodeError> {
+        self.args.encode(limits)
     }
 }
 
@@ -175,7 +234,7 @@ impl<R: DeserializeOwned> IntoFuture for WorkflowCall<R> {
     type IntoFuture = TypedStep<R, NoError>;
 
     fn into_future(self) -> TypedStep<R, NoError> {
-        let step = self.args.map(|args| {
+        let step = self.args.encode(&Limits::current()).map(|args| {
             DurableStep::new(
                 Command::StartChild {
                     workflow: Cow::Borrowed(self.workflow),
@@ -197,7 +256,7 @@ pub struct TypedStep<T, E> {
 }
 
 impl<T, E> TypedStep<T, E> {
-    fn new(step: Result<DurableStep, String>, target: &str, method: &str) -> Self {
+    fn new(step: Result<DurableStep, EncodeError>, target: &str, method: &str) -> Self {
         let step = step.map_err(|e| {
             Some(format!(
                 "cannot encode arguments of {target}::{method}: {e}"

@@ -5,9 +5,10 @@
 //! drives the same instance through the same calls, so both paths produce identical commands.
 
 use crate::context::{enter, EngineState};
+use crate::limits::scoped;
 use crate::panic::panic_message;
 use crate::{
-    CommandRecord, Completion, DispatchError, MethodRun, Payload, Position, Timestamp,
+    CommandRecord, Completion, DispatchError, Limits, MethodRun, Payload, Position, Timestamp,
     WorkflowDefinition, WorkflowFuture, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
@@ -199,11 +200,52 @@ impl Wake for WakeFlag {
 }
 
 impl WorkflowInstance {
-    /// Starts a method run and polls it until it first waits.
+    /// Starts a method run with the default [`Limits`] and polls it until it first waits.
     pub fn start(
         definition: &dyn WorkflowDefinition,
         start: Start<'_>,
     ) -> Result<(Self, Progress), DispatchError> {
+        Self::start_with_limits(definition, start, Limits::default())
+    }
+
+    /// Starts a method run and polls it until it first waits. Its input is checked against
+    /// `limits` before it is decoded ([`DispatchError::BadArguments`] naming the limit), and
+    /// whatever the run encodes (step arguments, its output) must stay within them: a step
+    /// whose arguments do not resolves to `StepError::Invalid`, an output that does not parks
+    /// the run with [`ParkReason::BadResult`].
+    ///
+    /// ```
+    /// use infinitic_core::{DispatchError, Limits, MethodRun, Start, Timestamp};
+    /// use infinitic_core::{WorkflowDefinition, WorkflowFuture, WorkflowId, WorkflowInstance};
+    /// struct Any;
+    /// impl WorkflowDefinition for Any {
+    ///     fn name(&self) -> &str { "Any" }
+    ///     fn start(&self, _: &str, _: &[u8]) -> Result<WorkflowFuture, DispatchError> {
+    ///         Ok(Box::pin(async { Ok(vec![0xc0]) }))
+    ///     }
+    /// }
+    /// let start = Start {
+    ///     workflow_id: WorkflowId::new("wf"),
+    ///     run: MethodRun(0),
+    ///     method: "run",
+    ///     input: &[0x91; 1000], // 1000 nested arrays
+    ///     at: Timestamp::from_millis(0),
+    /// };
+    /// let refused = WorkflowInstance::start_with_limits(&Any, start, Limits::default());
+    /// assert!(refused.unwrap_err().to_string().contains("depth limit of 128"));
+    /// ```
+    pub fn start_with_limits(
+        definition: &dyn WorkflowDefinition,
+        start: Start<'_>,
+        limits: Limits,
+    ) -> Result<(Self, Progress), DispatchError> {
+        limits
+            .check(start.input)
+            .map_err(|e| DispatchError::BadArguments {
+                target: definition.name().to_string(),
+                method: start.method.to_string(),
+                reason: e.to_string(),
+            })?;
         let future = definition.start(start.method, start.input)?;
         let woken = Arc::new(WakeFlag::default());
         let mut instance = Self {
@@ -212,6 +254,7 @@ impl WorkflowInstance {
                 start.workflow_id,
                 start.run,
                 start.at,
+                limits,
             ))),
             waker: Waker::from(Arc::clone(&woken)),
             woken,
@@ -286,9 +329,12 @@ impl WorkflowInstance {
         };
         let foreign_wake = self.woken.0.swap(false, Ordering::Relaxed);
         let state = self.state.take().expect("state is present between polls");
+        let limits = state.limits;
         let mut cx = Context::from_waker(&self.waker);
         let (mut state, polled) = enter(state, || {
-            catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)))
+            scoped(limits, || {
+                catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)))
+            })
         });
         // A future that woke itself during the poll expects another poll the engine will
         // never make: as foreign as a wake from outside between polls.

@@ -4,7 +4,8 @@
 //! field names (so fields can be added with defaults without breaking older readers). Decoding
 //! never panics: every failure is a [`DecodeError`].
 
-use crate::{CommandId, MethodRun, Payload, StepOutcome, Timestamp, WorkflowId};
+use crate::depth::{check_depth, ScanError};
+use crate::{CommandId, Limits, MethodRun, Payload, StepOutcome, Timestamp, WorkflowId};
 use serde::{Deserialize, Serialize};
 
 /// First byte of every envelope: rejects bytes that are not ours at once.
@@ -12,6 +13,10 @@ pub const MAGIC: u8 = 0xB7;
 
 /// The protocol version this build writes and reads.
 pub const PROTOCOL_VERSION: u8 = 1;
+
+/// How deeply an envelope's own structure may nest. Envelopes nest a handful of levels
+/// (payloads are opaque byte arrays inside them); anything deeper is refused before decoding.
+pub const MAX_ENVELOPE_DEPTH: usize = 32;
 
 /// Everything workers, clients and engines say to each other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +102,23 @@ pub enum DecodeError {
     /// The body does not decode.
     #[error("malformed message body: {0}")]
     Malformed(String),
+    /// Larger than [`Limits::max_message_bytes`].
+    #[error(
+        "a message of {size} bytes exceeds the message size limit of {limit} bytes \
+         (twice max_payload_bytes, plus headroom)"
+    )]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The body nests deeper than [`MAX_ENVELOPE_DEPTH`].
+    #[error("the message nests deeper than {limit} levels (MAX_ENVELOPE_DEPTH)")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Encodes a message into its envelope.
@@ -119,7 +141,32 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
     bytes
 }
 
-/// Decodes an envelope.
+/// Decodes an envelope, first refusing one larger than [`Limits::max_message_bytes`].
+/// (The payloads inside are checked against the limits by whoever decodes them.)
+///
+/// ```
+/// use infinitic_core::message::{decode_message_within, DecodeError, MAGIC, PROTOCOL_VERSION};
+/// use infinitic_core::Limits;
+/// let mut deep = vec![MAGIC, PROTOCOL_VERSION];
+/// deep.extend(std::iter::repeat(0x91).take(100_000)); // arrays in arrays in ...
+/// assert!(matches!(
+///     decode_message_within(&deep, &Limits::default()),
+///     Err(DecodeError::TooDeep { limit: 32 })
+/// ));
+/// ```
+pub fn decode_message_within(bytes: &[u8], limits: &Limits) -> Result<Message, DecodeError> {
+    let limit = limits.max_message_bytes();
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
+    decode_message(bytes)
+}
+
+/// Decodes an envelope. Its nesting is checked before the body is decoded, so no bytes can
+/// make decoding recurse deeply.
 pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
     match bytes {
         [] => Err(DecodeError::Empty),
@@ -130,6 +177,12 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
             supported: PROTOCOL_VERSION,
         }),
         [_, _, body @ ..] => {
+            // Only depth is decided here: the decoder says precisely what else is wrong.
+            if let Err(ScanError::TooDeep) = check_depth(body, MAX_ENVELOPE_DEPTH) {
+                return Err(DecodeError::TooDeep {
+                    limit: MAX_ENVELOPE_DEPTH,
+                });
+            }
             rmp_serde::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))
         }
     }
@@ -165,6 +218,32 @@ mod tests {
                 "prefix of {len} bytes"
             );
         }
+    }
+
+    #[test]
+    fn deep_or_huge_envelopes_are_refused_before_decoding() {
+        let mut deep = vec![MAGIC, PROTOCOL_VERSION];
+        deep.extend(std::iter::repeat_n(0x81, 50_000).flat_map(|map| [map, 0xc0]));
+        deep.push(0xc0);
+        assert_eq!(
+            decode_message(&deep),
+            Err(DecodeError::TooDeep {
+                limit: MAX_ENVELOPE_DEPTH
+            })
+        );
+        let limits = Limits {
+            max_payload_bytes: 10,
+            ..Limits::default()
+        };
+        assert!(decode_message_within(&encode_message(&sample()), &limits).is_ok());
+        let huge = vec![MAGIC; limits.max_message_bytes() + 1];
+        assert_eq!(
+            decode_message_within(&huge, &limits),
+            Err(DecodeError::TooLarge {
+                size: huge.len(),
+                limit: limits.max_message_bytes()
+            })
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! How a durable step ended: the wire form ([`StepOutcome`]) and the typed form workflow code
 //! matches on ([`StepError`]).
 
-use crate::{decode, Payload};
+use crate::{Limits, Payload};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -120,17 +120,21 @@ impl<E: fmt::Debug> fmt::Display for StepError<E> {
 impl<E: fmt::Debug> std::error::Error for StepError<E> {}
 
 impl StepOutcome {
-    /// Converts the wire outcome into the typed result workflow code sees.
+    /// Converts the wire outcome into the typed result workflow code sees. Results and errors
+    /// are decoded within [`Limits::current`]: a payload that crosses them is `Invalid`.
     pub fn into_typed<T: DeserializeOwned, E: DeserializeOwned>(self) -> Result<T, StepError<E>> {
+        let limits = Limits::current();
         match self {
-            StepOutcome::Completed(bytes) => decode(&bytes).map_err(|e| StepError::Invalid {
-                reason: format!("cannot decode the step's result: {e}"),
-            }),
+            StepOutcome::Completed(bytes) => {
+                limits.decode(&bytes).map_err(|e| StepError::Invalid {
+                    reason: format!("cannot decode the step's result: {e}"),
+                })
+            }
             StepOutcome::Failed {
                 error,
                 message,
                 attempts,
-            } => match decode::<E>(&error) {
+            } => match limits.decode::<E>(&error) {
                 Ok(error) => Err(StepError::Failed { error, attempts }),
                 Err(e) => Err(StepError::Invalid {
                     reason: format!("cannot decode the service's error ({message}): {e}"),

@@ -4,7 +4,8 @@
 use crate::engine::{Applied, Mismatch, ParkReason, Progress, Start, Status};
 use crate::History;
 use crate::{
-    CommandRecord, DispatchError, HistoryEvent, MethodRun, WorkflowDefinition, WorkflowInstance,
+    CommandRecord, DispatchError, HistoryEvent, Limits, MethodRun, WorkflowDefinition,
+    WorkflowInstance,
 };
 use std::collections::VecDeque;
 
@@ -28,7 +29,17 @@ pub fn replay(
     definition: &dyn WorkflowDefinition,
     history: &History,
 ) -> Result<Replay, DispatchError> {
-    let (mut instance, first) = WorkflowInstance::start(
+    replay_with_limits(definition, history, Limits::default())
+}
+
+/// [`replay`] under `limits`: give it the limits the run was recorded with, as they decide
+/// which steps' arguments were refused (see [`WorkflowInstance::start_with_limits`]).
+pub fn replay_with_limits(
+    definition: &dyn WorkflowDefinition,
+    history: &History,
+    limits: Limits,
+) -> Result<Replay, DispatchError> {
+    let (mut instance, first) = WorkflowInstance::start_with_limits(
         definition,
         Start {
             workflow_id: history.workflow_id.clone(),
@@ -37,6 +48,7 @@ pub fn replay(
             input: &history.input,
             at: history.started_at,
         },
+        limits,
     )?;
     let mut produced: VecDeque<CommandRecord> = first.commands.into();
     let mut status = first.status;

@@ -6,7 +6,8 @@
 //! assert!(task::current().is_none()); // outside a task
 //! ```
 
-use crate::CommandId;
+use crate::limits::scoped;
+use crate::{CommandId, Limits};
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -42,21 +43,30 @@ pub fn id() -> CommandId {
         .expect("infinitic::task::id() called outside a service task")
 }
 
-/// Runs a service future with its [`TaskInfo`] available through [`current`] while it is
+/// Runs a service future with its [`TaskInfo`] available through [`current`], and its
+/// [`Limits`] through [`Limits::current`] (what the result is encoded within), while it is
 /// polled.
 #[derive(Debug)]
 pub struct WithTask<F> {
     info: TaskInfo,
+    limits: Limits,
     inner: Pin<Box<F>>,
 }
 
 impl<F: Future> WithTask<F> {
-    /// Wraps `future`.
+    /// Wraps `future`, with the default limits.
     pub fn new(info: TaskInfo, future: F) -> Self {
         Self {
             info,
+            limits: Limits::default(),
             inner: Box::pin(future),
         }
+    }
+
+    /// Sets the limits the task's result is encoded within.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -75,6 +85,7 @@ impl<F: Future> Future for WithTask<F> {
             }
         }
         let _restore = Restore(previous);
-        self.inner.as_mut().poll(cx)
+        let limits = self.limits;
+        scoped(limits, || self.inner.as_mut().poll(cx))
     }
 }

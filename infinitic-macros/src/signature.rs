@@ -294,7 +294,7 @@ pub(crate) fn stub_method(
         #(#docs)*
         #[track_caller]
         pub fn #ident(&self, #(#names: #types),*) -> #returns {
-            #constructor(Self::NAME, #method_name, &(#(#names,)*))
+            #constructor(Self::NAME, #method_name, (#(#names,)*))
         }
     }
 }

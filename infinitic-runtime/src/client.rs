@@ -7,7 +7,7 @@ use crate::store::{
 };
 use crate::topics;
 use infinitic_core::message::{encode_message, Message};
-use infinitic_core::{decode, WorkflowCall, WorkflowId};
+use infinitic_core::{EncodeError, LimitError, Limits, WorkflowCall, WorkflowId};
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -33,6 +33,9 @@ pub enum ClientError {
     /// The call's arguments could not be encoded.
     #[error("the workflow call cannot be encoded: {0}")]
     BadCall(String),
+    /// The call's arguments cross the client's [`Limits`]: nothing was stored or sent.
+    #[error("the workflow call's arguments are refused: {0}")]
+    Limit(LimitError),
     /// No instance has this id.
     #[error("no workflow instance with id {0}")]
     NotFound(WorkflowId),
@@ -67,6 +70,7 @@ pub enum ClientError {
 pub struct Client<S> {
     store: S,
     poll_interval: Duration,
+    limits: Limits,
 }
 
 impl<S: Transport + StateStore + Clone> Client<S> {
@@ -75,7 +79,26 @@ impl<S: Transport + StateStore + Clone> Client<S> {
         Self {
             store,
             poll_interval: Duration::from_millis(50),
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the limits start arguments are encoded within and results are decoded within
+    /// (default: [`Limits::default`]); use the workers' limits.
+    ///
+    /// ```no_run
+    /// # fn demo(store: infinitic_runtime::store::sqlite::SqliteStore) {
+    /// use infinitic_core::Limits;
+    /// use infinitic_runtime::client::Client;
+    /// let client = Client::new(store).with_limits(Limits {
+    ///     max_payload_bytes: 1024 * 1024,
+    ///     ..Limits::default()
+    /// });
+    /// # }
+    /// ```
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Starts `call` on a new instance with a random id and returns its handle at once.
@@ -100,10 +123,10 @@ impl<S: Transport + StateStore + Clone> Client<S> {
         call: WorkflowCall<R>,
     ) -> Result<WorkflowHandle<R, S>, ClientError> {
         let id = id.into();
-        let input = call
-            .args()
-            .map_err(|e| ClientError::BadCall(e.to_string()))?
-            .clone();
+        let input = call.encode_args(&self.limits).map_err(|e| match e {
+            EncodeError::Limit(limit) => ClientError::Limit(limit),
+            EncodeError::Codec(codec) => ClientError::BadCall(codec.to_string()),
+        })?;
         let at = now();
         let start = Outgoing::new(
             topics::workflow(call.workflow()),
@@ -195,7 +218,9 @@ impl<R: DeserializeOwned, S: Transport + StateStore + Clone> WorkflowHandle<R, S
     pub async fn try_result(&self) -> Result<Option<R>, ClientError> {
         match self.status().await? {
             WorkflowState::Completed(bytes) => {
-                decode(&bytes)
+                self.client
+                    .limits
+                    .decode(&bytes)
                     .map(Some)
                     .map_err(|e| ClientError::BadResult {
                         id: self.id.clone(),

@@ -7,10 +7,10 @@
 
 use infinitic_core::task::{TaskInfo, WithTask};
 use infinitic_core::{
-    decode, encode, Applied, Command, CommandId, CommandRecord, Completion, DispatchError, History,
-    HistoryEvent, MethodRun, ParkReason, Payload, Position, Progress, Service, Start, Status,
-    StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall, WorkflowDefinition, WorkflowFactory,
-    WorkflowId, WorkflowInstance,
+    encode, Applied, Command, CommandId, CommandRecord, Completion, DispatchError, History,
+    HistoryEvent, Limits, MethodRun, ParkReason, Payload, Position, Progress, Service, Start,
+    Status, StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall, WorkflowDefinition,
+    WorkflowFactory, WorkflowId, WorkflowInstance,
 };
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
@@ -28,6 +28,7 @@ pub struct WorkflowTester {
     start: Timestamp,
     workflow_id: WorkflowId,
     shuffle: Option<u64>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for WorkflowTester {
@@ -37,6 +38,7 @@ impl std::fmt::Debug for WorkflowTester {
             .field("workflows", &self.workflows.keys().collect::<Vec<_>>())
             .field("start", &self.start)
             .field("workflow_id", &self.workflow_id)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -101,7 +103,21 @@ impl WorkflowTester {
             start: Timestamp::from_millis(1_767_225_600_000),
             workflow_id: WorkflowId::new("test"),
             shuffle: None,
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the payload limits, as a worker's `WorkerConfig::limits` does: the call's
+    /// arguments, step arguments and results, and the workflow's output must stay within them.
+    ///
+    /// ```
+    /// use infinitic_core::Limits;
+    /// use infinitic_runtime::tester::WorkflowTester;
+    /// let tester = WorkflowTester::new().limits(Limits { max_depth: 32, ..Limits::default() });
+    /// ```
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Registers a service implementation (a generated `…Dispatcher`).
@@ -186,15 +202,17 @@ impl WorkflowTester {
     ) -> Result<TestRun<R>, TesterError> {
         let definition = WorkflowFactory::new(make);
         let input = call
-            .args()
-            .map_err(|e| TesterError::BadCall(e.to_string()))?
-            .clone();
+            .encode_args(&self.limits)
+            .map_err(|e| TesterError::BadCall(e.to_string()))?;
         let id = self.workflow_id.clone();
         let start = self.start;
         let (output, history, finished_at) = self
             .run_instance(&definition, id, call.method().to_string(), input)
             .await?;
-        let output = decode(&output).map_err(|e| TesterError::BadResult(e.to_string()))?;
+        let output = self
+            .limits
+            .decode(&output)
+            .map_err(|e| TesterError::BadResult(e.to_string()))?;
         Ok(TestRun {
             output,
             history,
@@ -218,7 +236,7 @@ impl WorkflowTester {
                 input.clone(),
                 self.start,
             );
-            let (mut instance, progress) = WorkflowInstance::start(
+            let (mut instance, progress) = WorkflowInstance::start_with_limits(
                 definition,
                 Start {
                     workflow_id: id.clone(),
@@ -227,6 +245,7 @@ impl WorkflowTester {
                     input: &input,
                     at: self.start,
                 },
+                self.limits,
             )?;
             let mut now = self.start;
             let mut calls: VecDeque<CommandRecord> = VecDeque::new();
@@ -334,11 +353,18 @@ impl WorkflowTester {
                         reason: format!("no service named `{service}` is registered"),
                     });
                 };
+                // As a service worker does: arguments crossing the limits are not decoded.
+                if let Err(e) = self.limits.check(args) {
+                    return Ok(StepOutcome::Invalid {
+                        reason: format!("arguments of {service}::{method} refused: {e}"),
+                    });
+                }
                 let info = TaskInfo {
                     id: CommandId::new(parent.clone(), MethodRun(0), record.position),
                     attempt: 1,
                 };
-                let call = WithTask::new(info, implementation.dispatch(method, args));
+                let call = WithTask::new(info, implementation.dispatch(method, args))
+                    .with_limits(self.limits);
                 Ok(outcome_of(call.await))
             }
             Command::StartChild {

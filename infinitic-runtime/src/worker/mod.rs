@@ -5,7 +5,7 @@ mod service;
 mod workflow;
 
 use crate::store::{Delivery, StateStore, Transport};
-use infinitic_core::{RetryPolicy, Service, Workflow, WorkflowDefinition, WorkflowFactory};
+use infinitic_core::{Limits, RetryPolicy, Service, Workflow, WorkflowDefinition, WorkflowFactory};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -37,6 +37,20 @@ pub struct WorkerConfig {
     /// A task stays leased for `task_timeout` plus this margin; after a crash, tasks in flight
     /// are redelivered once it has passed.
     pub task_lease_margin: Duration,
+    /// Limits on payloads: what this worker's workflows and services encode must stay within
+    /// them (else the step is `Invalid`, or the run parked), and received messages that cross
+    /// them are dead-lettered with the limit named, before anything decodes them. Give clients
+    /// and all workers the same limits.
+    ///
+    /// ```
+    /// use infinitic_core::Limits;
+    /// use infinitic_runtime::worker::WorkerConfig;
+    /// let config = WorkerConfig {
+    ///     limits: Limits { max_payload_bytes: 1024 * 1024, ..Limits::default() },
+    ///     ..WorkerConfig::default()
+    /// };
+    /// ```
+    pub limits: Limits,
 }
 
 impl Default for WorkerConfig {
@@ -51,6 +65,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_millis(50),
             workflow_lease: Duration::from_secs(30),
             task_lease_margin: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 }

@@ -6,7 +6,7 @@ use super::workflow::WorkflowInput;
 use super::{jitter_random, lease_loop, stopped, warn_throttled, Inbox, Outbox, WorkerConfig};
 use crate::store::{now, Delivery, DeliveryId, Outgoing, Settlement, Transport};
 use crate::topics;
-use infinitic_core::message::{decode_message, encode_message, Message};
+use infinitic_core::message::{decode_message_within, encode_message, Message};
 use infinitic_core::task::{TaskInfo, WithTask};
 use infinitic_core::{CommandId, DispatchError, Service, StepOutcome, TaskError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,7 +115,7 @@ async fn execute(
     config: &WorkerConfig,
     delivery: Delivery,
 ) -> TaskEnd {
-    let message = match decode_message(&delivery.payload) {
+    let message = match decode_message_within(&delivery.payload, &config.limits) {
         Ok(message) => message,
         Err(error) => {
             return TaskEnd::DeadLetter {
@@ -154,12 +154,23 @@ async fn execute(
             Some(reason),
         );
     };
+    // Checked before the dispatcher decodes them: never retried, it cannot get better.
+    if let Err(error) = config.limits.check(&args) {
+        let reason = format!("arguments of {service}::{method} refused: {error}");
+        return reply(
+            StepOutcome::Invalid {
+                reason: reason.clone(),
+            },
+            Some(reason),
+        );
+    }
     let attempt = delivery.attempt;
     let info = TaskInfo {
         id: task.clone(),
         attempt,
     };
-    let call = WithTask::new(info, implementation.dispatch(&method, &args));
+    let call =
+        WithTask::new(info, implementation.dispatch(&method, &args)).with_limits(config.limits);
     let result = match tokio::time::timeout(config.task_timeout, call).await {
         Ok(result) => result.map_err(Some),
         Err(_elapsed) => Err(None),

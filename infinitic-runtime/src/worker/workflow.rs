@@ -12,11 +12,11 @@ use crate::store::{
     StoredWorkflow, Transition, Transport, WorkflowHeader, WorkflowState,
 };
 use crate::topics;
-use infinitic_core::message::{decode_message, encode_message, Message, ParentStep};
+use infinitic_core::message::{decode_message_within, encode_message, Message, ParentStep};
 use infinitic_core::{
-    encode, replay, Applied, Command, CommandId, CommandRecord, Completion, History, HistoryEvent,
-    MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId,
-    WorkflowInstance,
+    encode, replay_with_limits, Applied, Command, CommandId, CommandRecord, Completion, History,
+    HistoryEvent, Limits, MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition,
+    WorkflowId, WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
@@ -76,6 +76,7 @@ pub(super) async fn run<S: Transport + StateStore>(
         cache: Cache::new(config.cache_capacity),
         local_services,
         task_lease: config.task_timeout + config.task_lease_margin,
+        limits: config.limits,
     };
     let commits_in_flight = config.commits_in_flight.max(1);
     let in_flight = Arc::new(Semaphore::new(commits_in_flight));
@@ -226,6 +227,7 @@ struct Engine {
     /// Services of this process: their tasks are handed over in memory after the commit.
     local_services: BTreeSet<String>,
     task_lease: Duration,
+    limits: Limits,
 }
 
 /// A live instance and the stored version it corresponds to.
@@ -272,7 +274,7 @@ impl Engine {
                 batch.settlements.extend(settlement);
             }
             WorkflowInput::Event(delivery) => {
-                let (id, applied) = match decode_message(&delivery.payload) {
+                let (id, applied) = match decode_message_within(&delivery.payload, &self.limits) {
                     Err(error) => (
                         None,
                         Err(NotApplied::Never(format!(
@@ -299,9 +301,32 @@ impl Engine {
                         at,
                     }) => {
                         let id = command.workflow.clone();
-                        let completed = self
-                            .complete(store, delivery.id, command, outcome, at)
-                            .await;
+                        let completed = match refuse(&outcome, &self.limits) {
+                            None => {
+                                self.complete(store, delivery.id, command, outcome, at)
+                                    .await
+                            }
+                            // The workflow learns of it; the message goes to the dead letters.
+                            Some(reason) => {
+                                let invalid = StepOutcome::Invalid {
+                                    reason: reason.clone(),
+                                };
+                                match self
+                                    .complete(store, delivery.id, command, invalid, at)
+                                    .await
+                                {
+                                    Ok(Effect::Transition(mut t)) => {
+                                        t.dead_letter = Some(reason);
+                                        Ok(Effect::Transition(t))
+                                    }
+                                    Ok(Effect::Ack) => Err(NotApplied::Never(reason)),
+                                    Err(NotApplied::Never(error)) => {
+                                        Err(NotApplied::Never(format!("{reason} ({error})")))
+                                    }
+                                    Err(later) => Err(later),
+                                }
+                            }
+                        };
                         (Some(id), completed)
                     }
                     Ok(other) => (
@@ -390,7 +415,7 @@ impl Engine {
             let reason = format!("no workflow named `{workflow}` is registered on this worker");
             return Ok(failed(reason.clone(), StepOutcome::Unknown { reason }));
         };
-        let started = WorkflowInstance::start(
+        let started = WorkflowInstance::start_with_limits(
             &*definition,
             Start {
                 workflow_id: id.clone(),
@@ -399,6 +424,7 @@ impl Engine {
                 input: &input,
                 at,
             },
+            self.limits,
         );
         let (instance, progress) = match started {
             Ok(started) => started,
@@ -550,7 +576,7 @@ impl Engine {
             park: Some(Box::new(park(&stored.id, stored.version, &reason))),
             reason: format!("workflow {} parked: {reason}", stored.id),
         };
-        let replayed = match replay(&*definition, &history) {
+        let replayed = match replay_with_limits(&*definition, &history, self.limits) {
             Ok(replayed) => replayed,
             Err(error) => return Err(parked(error.to_string())),
         };
@@ -631,6 +657,17 @@ fn warn_later(id: &WorkflowId, reason: &str) {
     warn_throttled(&format!("held: {kind}"), || {
         format!("infinitic workflow worker: an event of {id} waits: {reason}")
     });
+}
+
+/// Why a received outcome's payload (a result, a service's error) is refused, if it is.
+fn refuse(outcome: &StepOutcome, limits: &Limits) -> Option<String> {
+    let (what, payload) = match outcome {
+        StepOutcome::Completed(value) => ("result", value),
+        StepOutcome::Failed { error, .. } => ("error", error),
+        _ => return None,
+    };
+    let error = limits.check(payload).err()?;
+    Some(format!("the step's {what} is refused: {error}"))
 }
 
 /// A start message's fields: instance id, workflow, method, input, parent step.
