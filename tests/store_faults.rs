@@ -14,79 +14,13 @@ use infinitic::store::{
 use infinitic::{
     Client, ClientError, SqliteStore, StateStore, Timestamp, Transport, WorkflowId, WorkflowState,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// A fresh directory, removed at the end (with the tmpfs mounted on it, if any).
-struct TempDir {
-    path: PathBuf,
-    mounted: bool,
-}
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("infinitic-faults-{name}-{}", std::process::id()));
-        let _ = Command::new("umount")
-            .arg(&path)
-            .stderr(std::process::Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self {
-            path,
-            mounted: false,
-        }
-    }
-
-    /// A directory on a tmpfs of `size` (say "3m"); `None` when this process cannot mount.
-    fn small_filesystem(name: &str, size: &str) -> Option<Self> {
-        let mut dir = Self::new(name);
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir.path)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            eprintln!("skipped: mounting a {size} tmpfs needs root (run the tests as root)");
-            return None;
-        }
-        dir.mounted = true;
-        Some(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("umount").arg(&self.path).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Writes a file until the filesystem is full, then gives `keep` bytes back.
-fn fill(path: &Path, keep: usize) {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).unwrap();
-    let chunk = vec![0xAB; 16 * 1024];
-    let mut written = 0usize;
-    loop {
-        match file.write(&chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => written += n,
-        }
-    }
-    let _ = file.flush();
-    file.set_len(written.saturating_sub(keep) as u64).unwrap();
-    file.sync_all().unwrap();
-}
+#[path = "support/dirs.rs"]
+mod dirs;
+use dirs::{fill, TempDir};
 
 fn header(input: Vec<u8>) -> WorkflowHeader {
     WorkflowHeader {

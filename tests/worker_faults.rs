@@ -15,11 +15,13 @@ use infinitic::store::{
 use infinitic::{
     Client, SqliteStore, StateStore, Transport, Worker, WorkerConfig, WorkflowId, WorkflowState,
 };
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "support/dirs.rs"]
+mod dirs;
+use dirs::{fill, TempDir};
 
 #[service]
 pub trait Adder {
@@ -73,16 +75,6 @@ impl Napper for NapperImpl {
         workflow::sleep(Duration::from_millis(ms)).await;
         self.adder.add(1, Vec::new()).await.unwrap_or(u64::MAX)
     }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "infinitic-worker-faults-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Short leases and polls, and no cache: every event loads its instance from the store.
@@ -154,7 +146,7 @@ impl StateStore for FlakyLoads {
 /// Before, a failed load dead-lettered the event and the instance stayed Running forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_store_error_delays_an_event_and_never_dead_letters_it() {
-    let dir = temp_dir("flaky");
+    let dir = TempDir::new("flaky");
     let store = SqliteStore::open(dir.join("store.db"), OpenMode::CreateIfMissing).unwrap();
     let flaky = FlakyLoads {
         store: store.clone(),
@@ -180,7 +172,6 @@ async fn a_transient_store_error_delays_an_event_and_never_dead_letters_it() {
     );
     assert_eq!(store.dead_letters(10).await.unwrap(), Vec::new());
     worker.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn futures_all(
@@ -205,7 +196,7 @@ async fn futures_all(
 /// dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_instance_parks_with_a_visible_reason_and_keeps_its_events() {
-    let dir = temp_dir("undecodable");
+    let dir = TempDir::new("undecodable");
     let db = dir.join("store.db");
     let store = SqliteStore::open(&db, OpenMode::CreateIfMissing).unwrap();
     let worker = Worker::new(store.clone())
@@ -251,49 +242,6 @@ async fn an_undecodable_instance_parks_with_a_visible_reason_and_keeps_its_event
         .unwrap();
     assert_eq!(queued, 1, "the timer event is kept");
     worker.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A directory on a tmpfs of `size`, unmounted on drop; `None` when this process cannot mount.
-struct SmallFilesystem(PathBuf);
-
-impl SmallFilesystem {
-    fn mount(name: &str, size: &str) -> Option<Self> {
-        let dir = temp_dir(name);
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            eprintln!("skipped: mounting a {size} tmpfs needs root (run the tests as root)");
-            return None;
-        }
-        Some(Self(dir))
-    }
-}
-
-impl Drop for SmallFilesystem {
-    fn drop(&mut self) {
-        // Lazily: the store's threads may still be closing their files.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Fills the filesystem of `path` with that file, leaving `keep` bytes free.
-fn fill(path: &Path, keep: u64) -> u64 {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).unwrap();
-    let chunk = vec![0xAB; 16 * 1024];
-    let mut written = 0u64;
-    while let Ok(n @ 1..) = file.write(&chunk) {
-        written += n as u64;
-    }
-    let size = written.saturating_sub(keep);
-    file.set_len(size).unwrap();
-    size
 }
 
 /// Item 7 of the store-faults issue: on a 3 MiB filesystem, workers run into a full disk;
@@ -301,12 +249,12 @@ fn fill(path: &Path, keep: u64) -> u64 {
 /// log took every freed byte before SQLite's automatic checkpoint could run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_full_disk_every_acknowledged_workflow_finishes_once_space_is_freed() {
-    let Some(fs) = SmallFilesystem::mount("full-disk", "3m") else {
+    let Some(fs) = TempDir::small_filesystem("full-disk", "3m") else {
         return;
     };
-    let store = SqliteStore::open(fs.0.join("store.db"), OpenMode::CreateIfMissing).unwrap();
+    let store = SqliteStore::open(fs.join("store.db"), OpenMode::CreateIfMissing).unwrap();
     let client = Client::new(store.clone());
-    let filler = fs.0.join("filler");
+    let filler = fs.join("filler");
     let size = fill(&filler, 1024 * 1024);
     // Start workflows until starts fail for space: all their steps are still to run, more
     // than the log can hold in the space freed below.
@@ -361,7 +309,7 @@ async fn after_a_full_disk_every_acknowledged_workflow_finishes_once_space_is_fr
         let result = tokio::time::timeout(left, handle.result())
             .await
             .unwrap_or_else(|_| {
-                let files: Vec<_> = std::fs::read_dir(&fs.0)
+                let files: Vec<_> = std::fs::read_dir(&fs.path)
                     .unwrap()
                     .map(|e| {
                         let e = e.unwrap();
