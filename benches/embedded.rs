@@ -10,8 +10,8 @@
 //! Run: `cargo bench --bench embedded` (`-- --quick` for a short run).
 
 use infinitic::prelude::*;
+use infinitic::store::sqlite::Durability;
 use infinitic::store::sqlite::OpenMode;
-use infinitic::store::Durability;
 use infinitic::{Client, SqliteStore, Worker, WorkerConfig};
 use std::time::{Duration, Instant};
 

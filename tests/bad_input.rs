@@ -4,8 +4,8 @@
 
 use infinitic::message::{encode_message, Message};
 use infinitic::prelude::*;
-use infinitic::store::sqlite::OpenMode;
-use infinitic::store::{Durability, Outgoing, StoreError};
+use infinitic::store::sqlite::{Durability, OpenMode};
+use infinitic::store::{Outgoing, StoreError};
 use infinitic::{
     Client, ClientError, CommandId, MethodRun, SqliteStore, StateStore, Timestamp, Transport,
     Worker, WorkerConfig, WorkflowCall, WorkflowId, WorkflowState,

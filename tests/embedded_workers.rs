@@ -2,8 +2,8 @@
 //! cold replay when nothing is cached, graceful shutdown and resume.
 
 use infinitic::prelude::*;
+use infinitic::store::sqlite::Durability;
 use infinitic::store::sqlite::OpenMode;
-use infinitic::store::Durability;
 use infinitic::{Client, RetryPolicy, SqliteStore, StateStore, Worker, WorkerConfig};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

@@ -8,8 +8,9 @@
 
 use infinitic::message::{encode_message, Message, MAGIC, PROTOCOL_VERSION};
 use infinitic::prelude::*;
+use infinitic::store::sqlite::Durability;
 use infinitic::store::sqlite::OpenMode;
-use infinitic::store::{Durability, Outgoing};
+use infinitic::store::Outgoing;
 use infinitic::{
     Client, ClientError, CommandId, LimitError, Limits, MethodRun, SqliteStore, StateStore,
     Timestamp, Transport, Worker, WorkerConfig, WorkflowId, WorkflowState,

@@ -3,9 +3,9 @@
 //! the version and on the consumed message, across handles of one file, and acknowledged
 //! commits are there after a reopen. Each check runs with both durable modes.
 
-use infinitic::store::sqlite::OpenMode;
+use infinitic::store::sqlite::{Durability, OpenMode};
 use infinitic::store::{
-    CommitOutcome, DeliveryId, Durability, Outgoing, Settlement, Transition, WorkflowHeader,
+    CommitOutcome, DeliveryId, Outgoing, Settlement, Transition, WorkflowHeader,
 };
 use infinitic::{
     Completion, HistoryEvent, MethodRun, SqliteStore, StateStore, StepOutcome, Timestamp,
@@ -353,14 +353,14 @@ async fn answers_come_after_the_fsync_of_their_commit(durability: Durability) {
 macro_rules! in_both_durable_modes {
     ($($check:ident),* $(,)?) => {
         mod full {
-            use infinitic::store::Durability;
+            use infinitic::store::sqlite::Durability;
             $(#[tokio::test]
             async fn $check() {
                 super::$check(Durability::Full).await
             })*
         }
         mod full_before_visible {
-            use infinitic::store::Durability;
+            use infinitic::store::sqlite::Durability;
             $(#[tokio::test]
             async fn $check() {
                 super::$check(Durability::FullBeforeVisible).await

@@ -7,10 +7,8 @@
 //! otherwise.
 
 use infinitic::prelude::*;
-use infinitic::store::sqlite::OpenMode;
-use infinitic::store::{
-    CommitOutcome, Outgoing, StoreError, StoreOptions, Transition, WorkflowHeader,
-};
+use infinitic::store::sqlite::{OpenMode, StoreOptions};
+use infinitic::store::{CommitOutcome, Outgoing, StoreError, Transition, WorkflowHeader};
 use infinitic::{
     Client, ClientError, SqliteStore, StateStore, Timestamp, Transport, WorkflowId, WorkflowState,
 };

@@ -8,6 +8,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod client;
+pub mod clock;
 pub mod store;
 pub mod tester;
 pub mod topics;

@@ -437,61 +437,7 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
 }
 
-/// How much durability a store gives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// Every operation is answered only after its commit is on disk (fsync), so nothing
-    /// acknowledged is lost, even on power loss. The default.
-    ///
-    /// The fsync of one transaction runs while the next one executes. Meanwhile another
-    /// process sharing the file may already read the commit being synced: on power loss in
-    /// that window (about a millisecond) it has seen a step that is then done again, with the
-    /// same task id.
-    #[default]
-    Full,
-    /// As [`Durability::Full`], and no process can read a commit before it is on disk
-    /// (SQLite's `synchronous=FULL`: the fsync is part of the commit). Fsyncs and transactions
-    /// take turns, so throughput is lower.
-    FullBeforeVisible,
-    /// Nothing on disk: for tests and for measuring the cost of durability.
-    InMemory,
-}
-
-/// How the embedded store is opened, beyond its path.
-///
-/// ```
-/// use infinitic_runtime::store::{Durability, StoreOptions};
-/// use std::time::Duration;
-/// let options = StoreOptions {
-///     busy_timeout: Duration::from_secs(5),
-///     ..StoreOptions::default()
-/// };
-/// assert_eq!(options.durability, Durability::Full);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoreOptions {
-    /// How much durability the store gives.
-    pub durability: Durability,
-    /// How long an operation waits for a lock held by another process before it fails with
-    /// [`StoreError::Unavailable`] (and is retried by workers).
-    pub busy_timeout: Duration,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            durability: Durability::Full,
-            busy_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 /// The wall clock, used only by the runtime (never by workflow code).
 pub(crate) fn now() -> Timestamp {
-    Timestamp::wall_clock()
-}
-
-/// Milliseconds as `i64` for SQLite.
-pub(crate) fn millis(t: Timestamp) -> i64 {
-    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+    crate::clock::Clock::now(&crate::clock::WallClock)
 }
