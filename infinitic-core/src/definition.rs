@@ -68,6 +68,44 @@ impl TaskError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, TaskError::Failed { .. } | TaskError::Panicked { .. })
     }
+
+    /// What the waiting workflow sees when the task ends with this error after `attempts`
+    /// attempts.
+    ///
+    /// ```
+    /// use infinitic_core::{StepOutcome, TaskError};
+    /// let panicked = TaskError::Panicked { message: "boom".into() };
+    /// assert_eq!(
+    ///     panicked.into_outcome(3),
+    ///     StepOutcome::Panicked { message: "boom".into(), attempts: 3 }
+    /// );
+    /// ```
+    pub fn into_outcome(self, attempts: u32) -> crate::StepOutcome {
+        use crate::StepOutcome;
+        match self {
+            TaskError::Failed { error, message } => StepOutcome::Failed {
+                error,
+                message,
+                attempts,
+            },
+            TaskError::Panicked { message } => StepOutcome::Panicked { message, attempts },
+            TaskError::Dispatch(error) => error.into(),
+            TaskError::BadResult { reason } => StepOutcome::Invalid { reason },
+        }
+    }
+}
+
+impl From<DispatchError> for crate::StepOutcome {
+    /// An unknown method is [`StepOutcome::Unknown`](crate::StepOutcome::Unknown), arguments
+    /// that do not decode are [`StepOutcome::Invalid`](crate::StepOutcome::Invalid).
+    fn from(error: DispatchError) -> Self {
+        use crate::StepOutcome;
+        let reason = error.to_string();
+        match error {
+            DispatchError::UnknownMethod { .. } => StepOutcome::Unknown { reason },
+            DispatchError::BadArguments { .. } => StepOutcome::Invalid { reason },
+        }
+    }
 }
 
 /// A workflow implementation, as registered with a worker or `WorkflowTester`. Implemented by

@@ -73,6 +73,61 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// Starts `method` of `workflow` on instance `workflow_id`; `parent` waits for it, if set.
+    /// `pending`: the sender stored the instance as pending in the commit that publishes this.
+    pub fn start_workflow(
+        workflow_id: WorkflowId,
+        workflow: impl Into<String>,
+        method: impl Into<String>,
+        input: Payload,
+        parent: Option<ParentStep>,
+        pending: bool,
+    ) -> Self {
+        Message::StartWorkflow {
+            workflow_id,
+            workflow: workflow.into(),
+            method: method.into(),
+            input,
+            parent,
+            pending,
+        }
+    }
+
+    /// Runs attempt `attempt` of the task `task` (a command of a `workflow`) on a service.
+    pub fn execute_task(
+        task: CommandId,
+        workflow: impl Into<String>,
+        service: impl Into<String>,
+        method: impl Into<String>,
+        args: Payload,
+        attempt: u32,
+    ) -> Self {
+        Message::ExecuteTask {
+            task,
+            workflow: workflow.into(),
+            service: service.into(),
+            method: method.into(),
+            args,
+            attempt,
+        }
+    }
+
+    /// Tells the workflow that issued `command` how it ended, `at` when.
+    pub fn command_completed(command: CommandId, outcome: StepOutcome, at: Timestamp) -> Self {
+        Message::CommandCompleted {
+            command,
+            outcome,
+            at,
+        }
+    }
+
+    /// Encodes this message into its envelope (see [`encode_message`]).
+    pub fn encode(&self) -> Vec<u8> {
+        encode_message(self)
+    }
+}
+
 /// The step of a parent workflow that waits for a child workflow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentStep {

@@ -1,12 +1,10 @@
 //! The client: start workflows, await their results, ask for their status, from any process
 //! that can reach the store.
 
+use crate::protocol;
 use crate::store::{
-    now, CommitOutcome, Outgoing, StateStore, StoreError, Transition, Transport, WorkflowHeader,
-    WorkflowState,
+    now, CommitOutcome, StateStore, StoreError, Transport, WorkflowHeader, WorkflowState,
 };
-use crate::topics;
-use infinitic_core::message::{encode_message, Message};
 use infinitic_core::{EncodeError, LimitError, Limits, WorkflowCall, WorkflowId};
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -127,36 +125,14 @@ impl<S: Transport + StateStore + Clone> Client<S> {
             EncodeError::Limit(limit) => ClientError::Limit(limit),
             EncodeError::Codec(codec) => ClientError::BadCall(codec.to_string()),
         })?;
-        let at = now();
-        let start = Outgoing::new(
-            topics::workflow(call.workflow()),
-            id.to_string(),
-            encode_message(&Message::StartWorkflow {
-                workflow_id: id.clone(),
-                workflow: call.workflow().to_string(),
-                method: call.method().to_string(),
-                input: input.clone(),
-                parent: None,
-                pending: true,
-            }),
-            at,
-        );
-        let transition = Transition {
-            workflow_id: id.clone(),
-            expected_version: 0,
-            header: Some(WorkflowHeader {
-                workflow: call.workflow().to_string(),
-                method: call.method().to_string(),
-                input,
-                started_at: at,
-                parent: None,
-            }),
-            state: WorkflowState::Pending,
-            append: Vec::new(),
-            outbox: vec![start],
-            consumed: None,
-            dead_letter: None,
+        let header = WorkflowHeader {
+            workflow: call.workflow().to_string(),
+            method: call.method().to_string(),
+            input,
+            started_at: now(),
+            parent: None,
         };
+        let transition = protocol::start_pending(&id, header);
         // A conflict means the instance exists already: same handle, nothing started twice.
         let _: Vec<CommitOutcome> =
             self.store

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod clock;
+mod protocol;
 pub mod store;
 pub mod tester;
 pub mod topics;

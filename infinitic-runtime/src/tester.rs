@@ -402,25 +402,5 @@ type InstanceRun<'a> =
 
 /// One attempt's result as the step outcome a workflow sees (the tester does not retry).
 fn outcome_of(result: Result<Payload, TaskError>) -> StepOutcome {
-    match result {
-        Ok(value) => StepOutcome::Completed(value),
-        Err(TaskError::Failed { error, message }) => StepOutcome::Failed {
-            error,
-            message,
-            attempts: 1,
-        },
-        Err(TaskError::Panicked { message }) => StepOutcome::Panicked {
-            message,
-            attempts: 1,
-        },
-        Err(TaskError::Dispatch(DispatchError::UnknownMethod { target, method })) => {
-            StepOutcome::Unknown {
-                reason: format!("service `{target}` has no method `{method}`"),
-            }
-        }
-        Err(TaskError::Dispatch(e @ DispatchError::BadArguments { .. })) => StepOutcome::Invalid {
-            reason: e.to_string(),
-        },
-        Err(TaskError::BadResult { reason }) => StepOutcome::Invalid { reason },
-    }
+    result.map_or_else(|error| error.into_outcome(1), StepOutcome::Completed)
 }

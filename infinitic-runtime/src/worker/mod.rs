@@ -4,14 +4,38 @@
 mod service;
 mod workflow;
 
-use crate::store::{Delivery, StateStore, Transport};
-use infinitic_core::{Limits, RetryPolicy, Service, Workflow, WorkflowDefinition, WorkflowFactory};
+use crate::store::{Delivery, DeliveryId, StateStore, Transport};
+use infinitic_core::{
+    CommandId, Limits, RetryPolicy, Service, StepOutcome, Timestamp, Workflow, WorkflowDefinition,
+    WorkflowFactory,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+
+/// Work for the workflow engine.
+#[derive(Debug)]
+pub(crate) enum WorkflowInput {
+    /// An event leased from the store (start, outcome from another process, timer).
+    Event(Delivery),
+    /// A task of this process ended: apply its outcome and remove the task message in the same
+    /// commit.
+    TaskDone {
+        /// The task's message.
+        task: DeliveryId,
+        /// The workflow (by name) that issued the command.
+        workflow: String,
+        /// The command it carried out.
+        command: CommandId,
+        /// How it ended.
+        outcome: StepOutcome,
+        /// When.
+        at: Timestamp,
+    },
+}
 
 /// How workers behave.
 #[derive(Clone, Debug)]

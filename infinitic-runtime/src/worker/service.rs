@@ -2,13 +2,15 @@
 //! final outcome to the workflow that waits for it: in memory when that workflow's worker runs
 //! in this process, through the store otherwise.
 
-use super::workflow::WorkflowInput;
-use super::{jitter_random, lease_loop, stopped, warn_throttled, Inbox, Outbox, WorkerConfig};
+use super::{
+    jitter_random, lease_loop, stopped, warn_throttled, Inbox, Outbox, WorkerConfig, WorkflowInput,
+};
+use crate::protocol;
 use crate::store::{now, Delivery, DeliveryId, Outgoing, Settlement, Transport};
 use crate::topics;
-use infinitic_core::message::{decode_message_within, encode_message, Message};
+use infinitic_core::message::{decode_message_within, Message};
 use infinitic_core::task::{TaskInfo, WithTask};
-use infinitic_core::{CommandId, DispatchError, Service, StepOutcome, TaskError};
+use infinitic_core::{CommandId, Service, StepOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
@@ -98,10 +100,10 @@ enum TaskEnd {
         outcome: StepOutcome,
         dead_letter: Option<String>,
     },
-    /// Run it again later.
+    /// Run it again later: the next attempt is a new message, due after the backoff.
     Retry {
         delivery: DeliveryId,
-        at: infinitic_core::Timestamp,
+        next: Outgoing,
     },
     /// Unreadable: nobody to tell.
     DeadLetter {
@@ -130,7 +132,7 @@ async fn execute(
         service,
         method,
         args,
-        ..
+        attempt,
     } = message
     else {
         return TaskEnd::DeadLetter {
@@ -164,7 +166,9 @@ async fn execute(
             Some(reason),
         );
     }
-    let attempt = delivery.attempt;
+    // The attempt travels in the message (a broker need not count redeliveries); a message
+    // delivered again after a crash runs the same attempt again.
+    let attempt = attempt.max(1);
     let info = TaskInfo {
         id: task.clone(),
         attempt,
@@ -178,37 +182,27 @@ async fn execute(
     let final_failure = match result {
         Ok(value) => return reply(StepOutcome::Completed(value), None),
         // Never retried: a message that cannot be served is set aside, and the workflow told.
-        Err(Some(TaskError::Dispatch(error))) => {
-            let outcome = match &error {
-                DispatchError::UnknownMethod { .. } => StepOutcome::Unknown {
-                    reason: error.to_string(),
-                },
-                DispatchError::BadArguments { .. } => StepOutcome::Invalid {
-                    reason: error.to_string(),
-                },
+        Err(Some(error)) if !error.is_retryable() => {
+            let reason = match &error {
+                infinitic_core::TaskError::BadResult { reason } => {
+                    format!("result of {service}::{method} cannot be encoded: {reason}")
+                }
+                other => other.to_string(),
             };
-            return reply(outcome, Some(error.to_string()));
+            return reply(error.into_outcome(attempt), Some(reason));
         }
-        Err(Some(TaskError::BadResult { reason })) => {
-            let dead = format!("result of {service}::{method} cannot be encoded: {reason}");
-            return reply(StepOutcome::Invalid { reason }, Some(dead));
-        }
-        Err(Some(TaskError::Failed { error, message })) => StepOutcome::Failed {
-            error,
-            message,
-            attempts: attempt,
-        },
-        Err(Some(TaskError::Panicked { message })) => StepOutcome::Panicked {
-            message,
-            attempts: attempt,
-        },
+        Err(Some(error)) => error.into_outcome(attempt),
         Err(None) => StepOutcome::TimedOut { attempts: attempt },
     };
     match config.retry.delay_after(attempt, jitter_random()) {
-        Some(delay) => TaskEnd::Retry {
-            delivery: delivery.id,
-            at: now() + delay,
-        },
+        Some(delay) => {
+            let due = now() + delay;
+            let next = protocol::task(&workflow, task, &service, &method, args, attempt + 1, due);
+            TaskEnd::Retry {
+                delivery: delivery.id,
+                next,
+            }
+        }
         None => reply(final_failure, None),
     }
 }
@@ -261,7 +255,10 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
             reason,
             publish: vec![completion(&workflow, &command, outcome)],
         },
-        TaskEnd::Retry { delivery, at } => Settlement::Retry { delivery, at },
+        TaskEnd::Retry { delivery, next } => Settlement::Ack {
+            delivery,
+            publish: vec![next],
+        },
         TaskEnd::DeadLetter { delivery, reason } => Settlement::DeadLetter {
             delivery,
             reason,
@@ -275,17 +272,8 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
     }
 }
 
-/// The message that tells a workflow how its command ended.
-pub(crate) fn completion(workflow: &str, command: &CommandId, outcome: StepOutcome) -> Outgoing {
+/// Tells the workflow how its command ended, now.
+fn completion(workflow: &str, command: &CommandId, outcome: StepOutcome) -> Outgoing {
     let at = now();
-    Outgoing::new(
-        topics::workflow(workflow),
-        command.workflow.to_string(),
-        encode_message(&Message::CommandCompleted {
-            command: command.clone(),
-            outcome,
-            at,
-        }),
-        at,
-    )
+    protocol::completion(workflow, command, outcome, at, at)
 }

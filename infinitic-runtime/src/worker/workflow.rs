@@ -5,45 +5,24 @@
 //! [`Transition`]: new history events, new state, outgoing messages and the removal of the
 //! consumed message, committed together (a batch of them per commit).
 
-use super::service::completion;
-use super::{backoff, lease_loop, warn_throttled, Inbox, Outbox, WorkerConfig};
+use super::{backoff, lease_loop, warn_throttled, Inbox, Outbox, WorkerConfig, WorkflowInput};
+use crate::protocol;
 use crate::store::{
     now, CommitOutcome, Delivery, DeliveryId, Outgoing, Settlement, StateStore, StoreError,
     StoredWorkflow, Transition, Transport, WorkflowHeader, WorkflowState,
 };
 use crate::topics;
-use infinitic_core::message::{decode_message_within, encode_message, Message, ParentStep};
+use infinitic_core::message::{decode_message_within, Message, ParentStep};
 use infinitic_core::{
-    encode, replay_with_limits, Applied, Command, CommandId, CommandRecord, Completion, History,
-    HistoryEvent, Limits, MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition,
-    WorkflowId, WorkflowInstance,
+    replay_with_limits, Applied, CommandId, CommandRecord, Completion, History, HistoryEvent,
+    Limits, MethodRun, Start, Status, StepOutcome, WorkflowDefinition, WorkflowId,
+    WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
-
-/// Work for the workflow engine.
-#[derive(Debug)]
-pub(crate) enum WorkflowInput {
-    /// An event leased from the store (start, outcome from another process, timer).
-    Event(Delivery),
-    /// A task of this process ended: apply its outcome and remove the task message in the same
-    /// commit.
-    TaskDone {
-        /// The task's message.
-        task: DeliveryId,
-        /// The workflow (by name) that issued the command.
-        workflow: String,
-        /// The command it carried out.
-        command: CommandId,
-        /// How it ended.
-        outcome: StepOutcome,
-        /// When.
-        at: Timestamp,
-    },
-}
 
 /// Services hosted by this process, and where their tasks go.
 pub(super) type LocalServices = (BTreeSet<String>, Inbox<Delivery>);
@@ -258,8 +237,13 @@ impl Engine {
                     Err(NotApplied::Later { reason, park }) => {
                         warn_later(&command.workflow, &reason);
                         batch.transitions.extend(park.map(|t| *t));
-                        let mut event = completion(&workflow, &command, outcome);
-                        event.deliver_at = now() + HOLD_BASE;
+                        let event = protocol::completion(
+                            &workflow,
+                            &command,
+                            outcome,
+                            at,
+                            now() + HOLD_BASE,
+                        );
                         Some(Settlement::Ack {
                             delivery: task,
                             publish: vec![event],
@@ -396,20 +380,15 @@ impl Engine {
             parent: parent.clone(),
         };
         let failed = |reason: String, outcome: StepOutcome| {
-            let outbox = parent
-                .iter()
-                .map(|p| completion(&p.workflow, &p.command, outcome.clone()))
-                .collect();
-            Effect::transition(Transition {
-                workflow_id: id.clone(),
+            let failed = protocol::failed_start(
+                &id,
                 expected_version,
-                header: Some(header.clone()),
-                state: WorkflowState::Failed(reason.clone()),
-                append: Vec::new(),
-                outbox,
-                consumed: Some(consumed),
-                dead_letter: Some(reason),
-            })
+                header.clone(),
+                reason,
+                outcome,
+                consumed,
+            );
+            Effect::transition(failed)
         };
         let Some(definition) = self.definitions.get(&workflow).cloned() else {
             let reason = format!("no workflow named `{workflow}` is registered on this worker");
@@ -428,17 +407,7 @@ impl Engine {
         );
         let (instance, progress) = match started {
             Ok(started) => started,
-            Err(error) => {
-                let outcome = match &error {
-                    infinitic_core::DispatchError::UnknownMethod { .. } => StepOutcome::Unknown {
-                        reason: error.to_string(),
-                    },
-                    infinitic_core::DispatchError::BadArguments { .. } => StepOutcome::Invalid {
-                        reason: error.to_string(),
-                    },
-                };
-                return Ok(failed(error.to_string(), outcome));
-            }
+            Err(error) => return Ok(failed(error.to_string(), error.into())),
         };
         let mut live = Live {
             instance,
@@ -573,7 +542,11 @@ impl Engine {
         };
         // The event that found the instance unable to go on is kept, not consumed.
         let parked = |reason: String| NotApplied::Later {
-            park: Some(Box::new(park(&stored.id, stored.version, &reason))),
+            park: Some(Box::new(protocol::park(
+                &stored.id,
+                stored.version,
+                &reason,
+            ))),
             reason: format!("workflow {} parked: {reason}", stored.id),
         };
         let replayed = match replay_with_limits(&*definition, &history, self.limits) {
@@ -595,20 +568,6 @@ impl Engine {
                 "replay completed the workflow before the end of its history".into(),
             )),
         }
-    }
-}
-
-/// The transition that parks an instance at `version`, consuming nothing.
-fn park(id: &WorkflowId, version: u64, reason: &str) -> Transition {
-    Transition {
-        workflow_id: id.clone(),
-        expected_version: version,
-        header: None,
-        state: WorkflowState::Parked(reason.to_string()),
-        append: Vec::new(),
-        outbox: Vec::new(),
-        consumed: None,
-        dead_letter: None,
     }
 }
 
@@ -640,7 +599,7 @@ impl NotApplied {
                 state,
                 ..
             } if !matches!(state, Some(WorkflowState::Parked(_))) => {
-                Some(Box::new(park(id, *version, &error.to_string())))
+                Some(Box::new(protocol::park(id, *version, &error.to_string())))
             }
             _ => None,
         };
@@ -714,102 +673,31 @@ impl Live {
         status: &Status,
         consumed: DeliveryId,
     ) -> Transition {
-        let run = MethodRun(0);
+        let (run, at) = (MethodRun(0), now());
         let mut outbox: Vec<Outgoing> = commands
             .iter()
-            .map(|record| self.dispatch(id, run, record))
+            .map(|r| protocol::command(&self.workflow, id, run, r.position, &r.command, at))
             .collect();
         let state = match status {
             Status::Running => WorkflowState::Running,
             Status::Completed(output) => {
                 if let Some(parent) = &self.parent {
-                    outbox.push(completion(
+                    let outcome = StepOutcome::Completed(output.clone());
+                    outbox.push(protocol::completion(
                         &parent.workflow,
                         &parent.command,
-                        StepOutcome::Completed(output.clone()),
+                        outcome,
+                        at,
+                        at,
                     ));
                 }
                 WorkflowState::Completed(output.clone())
             }
             Status::Parked(reason) => WorkflowState::Parked(reason.to_string()),
         };
-        let transition = Transition {
-            workflow_id: id.clone(),
-            expected_version: self.version,
-            header,
-            state,
-            append,
-            outbox,
-            consumed: Some(consumed),
-            dead_letter: None,
-        };
+        let transition = protocol::step(id, self.version, header, state, append, outbox, consumed);
         self.version += 1;
         transition
-    }
-
-    /// The message that carries out one command.
-    fn dispatch(&self, id: &WorkflowId, run: MethodRun, record: &CommandRecord) -> Outgoing {
-        let command = CommandId::new(id.clone(), run, record.position);
-        let at = now();
-        match &record.command {
-            Command::CallService {
-                service,
-                method,
-                args,
-            } => Outgoing {
-                topic: topics::service(service),
-                key: command.to_string(),
-                payload: encode_message(&Message::ExecuteTask {
-                    task: command,
-                    workflow: self.workflow.clone(),
-                    service: service.to_string(),
-                    method: method.to_string(),
-                    args: args.clone(),
-                    attempt: 1,
-                }),
-                deliver_at: at,
-                local_lease: None,
-                id: None,
-            },
-            // A durable timer is a message delivered at its time.
-            Command::StartTimer { fire_at } => Outgoing {
-                topic: topics::workflow(&self.workflow),
-                key: id.to_string(),
-                payload: encode_message(&Message::CommandCompleted {
-                    command,
-                    outcome: StepOutcome::Completed(encode(&()).unwrap_or_default()),
-                    at: *fire_at,
-                }),
-                deliver_at: *fire_at,
-                local_lease: None,
-                id: None,
-            },
-            Command::StartChild {
-                workflow,
-                method,
-                args,
-            } => {
-                let child = WorkflowId::new(command.to_string());
-                Outgoing {
-                    topic: topics::workflow(workflow),
-                    key: child.to_string(),
-                    payload: encode_message(&Message::StartWorkflow {
-                        workflow_id: child,
-                        workflow: workflow.to_string(),
-                        method: method.to_string(),
-                        input: args.clone(),
-                        parent: Some(ParentStep {
-                            workflow: self.workflow.clone(),
-                            command,
-                        }),
-                        pending: false,
-                    }),
-                    deliver_at: at,
-                    local_lease: None,
-                    id: None,
-                }
-            }
-        }
     }
 }
 

@@ -1,0 +1,199 @@
+//! The one place where the runtime builds what it sends and what it stores: every
+//! [`Outgoing`] message (its topic, key, envelope and due time) and every [`Transition`] of an
+//! instance. Workers and the client decide *what* happens; this module says how it looks on
+//! the wire and in the store, so a second backend or a new message changes one file.
+
+use crate::store::{DeliveryId, Outgoing, Transition, WorkflowHeader, WorkflowState};
+use crate::topics;
+use infinitic_core::message::{Message, ParentStep};
+use infinitic_core::{
+    encode, Command, CommandId, HistoryEvent, MethodRun, Payload, Position, StepOutcome, Timestamp,
+    WorkflowId,
+};
+
+/// Tells the workflow named `workflow` that `command` ended with `outcome` at `at`; delivered
+/// from `deliver_at` (later than `at` when the event is held back).
+pub(crate) fn completion(
+    workflow: &str,
+    command: &CommandId,
+    outcome: StepOutcome,
+    at: Timestamp,
+    deliver_at: Timestamp,
+) -> Outgoing {
+    let key = command.workflow.to_string();
+    let message = Message::command_completed(command.clone(), outcome, at);
+    Outgoing::new(
+        topics::workflow(workflow),
+        key,
+        message.encode(),
+        deliver_at,
+    )
+}
+
+/// The message that carries out `command`, issued at `at` by instance `id` of the workflow
+/// named `workflow`: a task for a service, a durable timer (a completion delivered at its
+/// time), or the start of a child workflow.
+pub(crate) fn command(
+    workflow: &str,
+    id: &WorkflowId,
+    run: MethodRun,
+    position: Position,
+    command: &Command,
+    at: Timestamp,
+) -> Outgoing {
+    let command_id = CommandId::new(id.clone(), run, position);
+    match command {
+        Command::CallService {
+            service,
+            method,
+            args,
+        } => task(workflow, command_id, service, method, args.clone(), 1, at),
+        Command::StartTimer { fire_at } => {
+            let fired = StepOutcome::Completed(encode(&()).unwrap_or_default());
+            completion(workflow, &command_id, fired, *fire_at, *fire_at)
+        }
+        Command::StartChild {
+            workflow: child_workflow,
+            method,
+            args,
+        } => {
+            let child = WorkflowId::new(command_id.to_string());
+            let parent = ParentStep {
+                workflow: workflow.to_string(),
+                command: command_id,
+            };
+            let message = Message::start_workflow(
+                child.clone(),
+                child_workflow.as_ref(),
+                method.as_ref(),
+                args.clone(),
+                Some(parent),
+                false,
+            );
+            Outgoing::new(
+                topics::workflow(child_workflow),
+                child.to_string(),
+                message.encode(),
+                at,
+            )
+        }
+    }
+}
+
+/// Attempt `attempt` of the task `task`, a service call of the workflow named `workflow`.
+pub(crate) fn task(
+    workflow: &str,
+    task: CommandId,
+    service: &str,
+    method: &str,
+    args: Payload,
+    attempt: u32,
+    at: Timestamp,
+) -> Outgoing {
+    let key = task.to_string();
+    let message = Message::execute_task(task, workflow, service, method, args, attempt);
+    Outgoing::new(topics::service(service), key, message.encode(), at)
+}
+
+/// A client's start of `header`'s method on instance `id`: the instance stored as pending
+/// (created, version 1) with its start message, in one transition.
+pub(crate) fn start_pending(id: &WorkflowId, header: WorkflowHeader) -> Transition {
+    let message = Message::start_workflow(
+        id.clone(),
+        header.workflow.clone(),
+        header.method.clone(),
+        header.input.clone(),
+        None,
+        true,
+    );
+    let start = Outgoing::new(
+        topics::workflow(&header.workflow),
+        id.to_string(),
+        message.encode(),
+        header.started_at,
+    );
+    Transition {
+        workflow_id: id.clone(),
+        expected_version: 0,
+        header: Some(header),
+        state: WorkflowState::Pending,
+        append: Vec::new(),
+        outbox: vec![start],
+        consumed: None,
+        dead_letter: None,
+    }
+}
+
+/// One step of instance `id` from `version`: appends `append`, publishes `outbox`, consumes
+/// `consumed`; `header` when the step starts the instance.
+pub(crate) fn step(
+    id: &WorkflowId,
+    version: u64,
+    header: Option<WorkflowHeader>,
+    state: WorkflowState,
+    append: Vec<HistoryEvent>,
+    outbox: Vec<Outgoing>,
+    consumed: DeliveryId,
+) -> Transition {
+    Transition {
+        workflow_id: id.clone(),
+        expected_version: version,
+        header,
+        state,
+        append,
+        outbox,
+        consumed: Some(consumed),
+        dead_letter: None,
+    }
+}
+
+/// Instance `id` could not start (unknown workflow or method, undecodable arguments): stored
+/// as failed with `reason`, its start message dead-lettered with the same reason, and a
+/// waiting parent told `outcome`.
+pub(crate) fn failed_start(
+    id: &WorkflowId,
+    version: u64,
+    header: WorkflowHeader,
+    reason: String,
+    outcome: StepOutcome,
+    consumed: DeliveryId,
+) -> Transition {
+    let outbox = header
+        .parent
+        .iter()
+        .map(|p| {
+            completion(
+                &p.workflow,
+                &p.command,
+                outcome.clone(),
+                header.started_at,
+                header.started_at,
+            )
+        })
+        .collect();
+    Transition {
+        workflow_id: id.clone(),
+        expected_version: version,
+        header: Some(header),
+        state: WorkflowState::Failed(reason.clone()),
+        append: Vec::new(),
+        outbox,
+        consumed: Some(consumed),
+        dead_letter: Some(reason),
+    }
+}
+
+/// Parks instance `id` at `version` with `reason`, consuming nothing: the event that found it
+/// unable to go on waits for a fix.
+pub(crate) fn park(id: &WorkflowId, version: u64, reason: &str) -> Transition {
+    Transition {
+        workflow_id: id.clone(),
+        expected_version: version,
+        header: None,
+        state: WorkflowState::Parked(reason.to_string()),
+        append: Vec::new(),
+        outbox: Vec::new(),
+        consumed: None,
+        dead_letter: None,
+    }
+}
