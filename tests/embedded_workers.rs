@@ -2,9 +2,10 @@
 //! cold replay when nothing is cached, graceful shutdown and resume.
 
 use infinitic::prelude::*;
+use infinitic::store::memory::MemoryStore;
 use infinitic::store::sqlite::Durability;
 use infinitic::store::sqlite::OpenMode;
-use infinitic::{Client, RetryPolicy, SqliteStore, StateStore, Worker, WorkerConfig};
+use infinitic::{Client, RetryPolicy, SqliteStore, StateStore, Transport, Worker, WorkerConfig};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +96,12 @@ fn memory_store() -> SqliteStore {
     SqliteStore::open_with(":memory:", OpenMode::CreateIfMissing, Durability::InMemory).unwrap()
 }
 
-async fn run_case(store: SqliteStore, flaky: FlakyImpl, config: WorkerConfig, case: u8) -> String {
+async fn run_case<S: Transport + StateStore + Clone>(
+    store: S,
+    flaky: FlakyImpl,
+    config: WorkerConfig,
+    case: u8,
+) -> String {
     let worker = Worker::new(store.clone())
         .service(FlakyDispatcher::new(flaky))
         .workflow(StepsImpl::default)
@@ -125,6 +131,15 @@ async fn a_failing_task_is_retried_with_backoff_until_it_succeeds() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// The workers need nothing of SQLite: the same retries, on the plain in-memory backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_run_on_the_plain_in_memory_backend() {
+    let flaky = FlakyImpl::default();
+    let result = run_case(MemoryStore::new(), flaky.clone(), config(), 0).await;
+    assert_eq!(result, "Ok(2)");
+    assert_eq!(*flaky.attempts_seen.lock().unwrap(), vec![1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

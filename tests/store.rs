@@ -1,8 +1,10 @@
-//! The embedded store's contract, on a real file: a transition applies atomically (state,
-//! history, outbox and the removal of the consumed message) or not at all, compare-and-set on
-//! the version and on the consumed message, across handles of one file, and acknowledged
-//! commits are there after a reopen. Each check runs with both durable modes.
+//! The contract of a backend (transport and state store): a transition applies atomically
+//! (state, history, outbox and the removal of the consumed message) or not at all,
+//! compare-and-set on the version and on the consumed message, across handles of one store,
+//! and acknowledged commits are there after a reopen. The same checks run against the SQLite
+//! store on a real file (both durable modes) and against the in-memory store.
 
+use infinitic::store::memory::MemoryStore;
 use infinitic::store::sqlite::{Durability, OpenMode};
 use infinitic::store::{
     CommitOutcome, DeliveryId, Outgoing, Settlement, Transition, WorkflowHeader,
@@ -40,6 +42,44 @@ impl TempDb {
 impl Drop for TempDb {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A backend under test: opens handles on one store (for a file, opening it again).
+trait Backend {
+    type Store: Transport + StateStore + Clone;
+    fn open(&self) -> Self::Store;
+}
+
+/// The SQLite store on a file of its own.
+struct Sqlite(TempDb, Durability);
+
+impl Sqlite {
+    fn new(name: &str, durability: Durability) -> Self {
+        Self(TempDb::new(name, durability), durability)
+    }
+}
+
+impl Backend for Sqlite {
+    type Store = SqliteStore;
+    fn open(&self) -> SqliteStore {
+        self.0.open(self.1)
+    }
+}
+
+/// The in-memory store: every handle shares its contents.
+struct Memory(MemoryStore);
+
+impl Memory {
+    fn new(_name: &str) -> Self {
+        Self(MemoryStore::new())
+    }
+}
+
+impl Backend for Memory {
+    type Store = MemoryStore;
+    fn open(&self) -> MemoryStore {
+        self.0.clone()
     }
 }
 
@@ -91,7 +131,7 @@ fn step(
 }
 
 /// Publishes one message on `topic` and leases it back.
-async fn leased(store: &SqliteStore, topic: &str, body: u8) -> DeliveryId {
+async fn leased<S: Transport + StateStore>(store: &S, topic: &str, body: u8) -> DeliveryId {
     store.publish(vec![message(topic, body)]).await.unwrap();
     let received = store.receive(&[topic.to_string()], 1, LEASE).await.unwrap();
     assert_eq!(received.deliveries.len(), 1);
@@ -100,7 +140,7 @@ async fn leased(store: &SqliteStore, topic: &str, body: u8) -> DeliveryId {
 }
 
 /// Creates `id` at version 1 with history `[completed(0)]`.
-async fn create(store: &SqliteStore, id: &WorkflowId) {
+async fn create<S: Transport + StateStore>(store: &S, id: &WorkflowId) {
     let outcome = store
         .commit(vec![step(id, 0, completed(0), Vec::new(), None)])
         .await
@@ -110,8 +150,8 @@ async fn create(store: &SqliteStore, id: &WorkflowId) {
 
 /// Commits the step of `id` from `version` that consumes `event`, appends `completed(1)` and
 /// publishes one message on `service:Next`.
-async fn step_consuming(
-    store: &SqliteStore,
+async fn step_consuming<S: Transport + StateStore>(
+    store: &S,
     id: &WorkflowId,
     version: u64,
     event: DeliveryId,
@@ -122,14 +162,14 @@ async fn step_consuming(
 }
 
 /// `id` is as [`create`] left it, and nothing was published on `service:Next`.
-async fn assert_as_created(store: &SqliteStore, id: &WorkflowId) {
+async fn assert_as_created<S: Transport + StateStore>(store: &S, id: &WorkflowId) {
     let stored = store.load(id, true).await.unwrap().unwrap();
     assert_eq!(stored.version, 1);
     assert_eq!(stored.history, vec![completed(0)]);
     assert!(queued(store, "service:Next").await.is_empty());
 }
 
-async fn queued(store: &SqliteStore, topic: &str) -> Vec<Vec<u8>> {
+async fn queued<S: Transport + StateStore>(store: &S, topic: &str) -> Vec<Vec<u8>> {
     let received = store
         .receive(&[topic.to_string()], 100, LEASE)
         .await
@@ -137,11 +177,8 @@ async fn queued(store: &SqliteStore, topic: &str) -> Vec<Vec<u8>> {
     received.deliveries.into_iter().map(|d| d.payload).collect()
 }
 
-async fn a_transition_applies_state_history_outbox_and_consumption_together(
-    durability: Durability,
-) {
-    let db = TempDb::new("together", durability);
-    let store = db.open(durability);
+async fn a_transition_applies_state_history_outbox_and_consumption_together(backend: impl Backend) {
+    let store = backend.open();
     let id = WorkflowId::new("wf-1");
     create(&store, &id).await;
     let event = leased(&store, TOPIC, 7).await;
@@ -157,9 +194,8 @@ async fn a_transition_applies_state_history_outbox_and_consumption_together(
     assert!(queued(&store, TOPIC).await.is_empty());
 }
 
-async fn a_stale_version_is_a_conflict_and_writes_nothing(durability: Durability) {
-    let db = TempDb::new("stale", durability);
-    let store = db.open(durability);
+async fn a_stale_version_is_a_conflict_and_writes_nothing(backend: impl Backend) {
+    let store = backend.open();
     let id = WorkflowId::new("wf-1");
     create(&store, &id).await;
     let event = leased(&store, TOPIC, 7).await;
@@ -178,10 +214,9 @@ async fn a_stale_version_is_a_conflict_and_writes_nothing(durability: Durability
 }
 
 async fn an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing(
-    durability: Durability,
+    backend: impl Backend,
 ) {
-    let db = TempDb::new("consumed", durability);
-    let store = db.open(durability);
+    let store = backend.open();
     let id = WorkflowId::new("wf-1");
     create(&store, &id).await;
     let event = leased(&store, TOPIC, 7).await;
@@ -198,9 +233,8 @@ async fn an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing(
     assert_as_created(&store, &id).await;
 }
 
-async fn creating_an_instance_twice_is_a_conflict(durability: Durability) {
-    let db = TempDb::new("create-twice", durability);
-    let store = db.open(durability);
+async fn creating_an_instance_twice_is_a_conflict(backend: impl Backend) {
+    let store = backend.open();
     let id = WorkflowId::new("wf-1");
     let outcomes = store
         .commit(vec![
@@ -218,9 +252,8 @@ async fn creating_an_instance_twice_is_a_conflict(durability: Durability) {
     assert!(queued(&store, "service:Next").await.is_empty());
 }
 
-async fn one_batch_mixes_committed_and_conflicting_transitions(durability: Durability) {
-    let db = TempDb::new("mixed", durability);
-    let store = db.open(durability);
+async fn one_batch_mixes_committed_and_conflicting_transitions(backend: impl Backend) {
+    let store = backend.open();
     let (a, b) = (WorkflowId::new("wf-a"), WorkflowId::new("wf-b"));
     store
         .commit(vec![
@@ -257,10 +290,9 @@ async fn one_batch_mixes_committed_and_conflicting_transitions(durability: Durab
 }
 
 async fn two_handles_on_one_file_see_each_other_and_compare_and_set_across_them(
-    durability: Durability,
+    backend: impl Backend,
 ) {
-    let db = TempDb::new("two-handles", durability);
-    let (first, second) = (db.open(durability), db.open(durability));
+    let (first, second) = (backend.open(), backend.open());
     let id = WorkflowId::new("wf-1");
     create(&first, &id).await;
     // Both computed a step from version 1; only one applies.
@@ -278,11 +310,10 @@ async fn two_handles_on_one_file_see_each_other_and_compare_and_set_across_them(
     assert_eq!(stored.history, vec![completed(0), completed(1)]);
 }
 
-async fn acknowledged_commits_are_there_after_a_reopen(durability: Durability) {
-    let db = TempDb::new("reopen", durability);
+async fn acknowledged_commits_are_there_after_a_reopen(backend: impl Backend) {
     let id = WorkflowId::new("wf-1");
     {
-        let store = db.open(durability);
+        let store = backend.open();
         for position in 0..20 {
             let version = u64::from(position);
             let outcome = store
@@ -302,7 +333,7 @@ async fn acknowledged_commits_are_there_after_a_reopen(durability: Durability) {
             .await
             .unwrap();
     }
-    let store = db.open(durability);
+    let store = backend.open();
     let stored = store.load(&id, true).await.unwrap().unwrap();
     assert_eq!(stored.version, 20);
     assert_eq!(stored.history, (0..20).map(completed).collect::<Vec<_>>());
@@ -312,8 +343,8 @@ async fn acknowledged_commits_are_there_after_a_reopen(durability: Durability) {
 /// Whatever the mode, an operation that wrote is answered only once it is on disk; with
 /// `Full` the sync thread fsyncs the log for it, grouping concurrent commits.
 async fn answers_come_after_the_fsync_of_their_commit(durability: Durability) {
-    let db = TempDb::new("answers-after-fsync", durability);
-    let store = db.open(durability);
+    let backend = Sqlite::new("answers-after-fsync", durability);
+    let store = backend.open();
     let start = store.stats();
     for n in 0..30u32 {
         let id = WorkflowId::new(format!("wf-{n}"));
@@ -349,27 +380,35 @@ async fn answers_come_after_the_fsync_of_their_commit(durability: Durability) {
     }
 }
 
-/// Runs each check once per durable mode.
-macro_rules! in_both_durable_modes {
+/// Runs each check on every backend: SQLite in both durable modes, and in memory.
+macro_rules! on_every_backend {
     ($($check:ident),* $(,)?) => {
-        mod full {
+        mod sqlite_full {
             use infinitic::store::sqlite::Durability;
             $(#[tokio::test]
             async fn $check() {
-                super::$check(Durability::Full).await
+                let name = stringify!($check);
+                super::$check(super::Sqlite::new(name, Durability::Full)).await
             })*
         }
-        mod full_before_visible {
+        mod sqlite_full_before_visible {
             use infinitic::store::sqlite::Durability;
             $(#[tokio::test]
             async fn $check() {
-                super::$check(Durability::FullBeforeVisible).await
+                let name = stringify!($check);
+                super::$check(super::Sqlite::new(name, Durability::FullBeforeVisible)).await
+            })*
+        }
+        mod memory {
+            $(#[tokio::test]
+            async fn $check() {
+                super::$check(super::Memory::new(stringify!($check))).await
             })*
         }
     };
 }
 
-in_both_durable_modes!(
+on_every_backend!(
     a_transition_applies_state_history_outbox_and_consumption_together,
     a_stale_version_is_a_conflict_and_writes_nothing,
     an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing,
@@ -377,5 +416,18 @@ in_both_durable_modes!(
     one_batch_mixes_committed_and_conflicting_transitions,
     two_handles_on_one_file_see_each_other_and_compare_and_set_across_them,
     acknowledged_commits_are_there_after_a_reopen,
-    answers_come_after_the_fsync_of_their_commit,
 );
+
+mod sqlite_fsync {
+    use infinitic::store::sqlite::Durability;
+
+    #[tokio::test]
+    async fn full() {
+        super::answers_come_after_the_fsync_of_their_commit(Durability::Full).await
+    }
+
+    #[tokio::test]
+    async fn full_before_visible() {
+        super::answers_come_after_the_fsync_of_their_commit(Durability::FullBeforeVisible).await
+    }
+}

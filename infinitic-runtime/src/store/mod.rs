@@ -8,6 +8,7 @@
 //! table implements [`StateStore`] (the outbox is relayed to the broker after commit, and the
 //! consumed message is acked after commit).
 
+pub mod memory;
 pub mod sqlite;
 
 use infinitic_core::message::ParentStep;
