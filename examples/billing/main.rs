@@ -13,6 +13,9 @@
 //!
 //! Instance ids are stable (`billing-user-N`): stop the program at any moment (Ctrl-C, or
 //! `kill -9`), run it again, and the workflows go on from where they were.
+//!
+//! Logs go to stderr, at `warn` unless `RUST_LOG` says otherwise (for instance
+//! `RUST_LOG=infinitic=info` to see retries, `RUST_LOG=infinitic=debug` for more).
 
 mod contracts;
 mod services;
@@ -73,6 +76,15 @@ fn options() -> Result<Options, String> {
 
 #[tokio::main]
 async fn main() {
+    // The runtime logs through `tracing` (it never prints): show it on stderr, so stdout keeps
+    // the example's own lines.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let o = match options() {
         Ok(o) => o,
         Err(e) => {

@@ -6,13 +6,12 @@
 
 use crate::context::{enter, EngineState};
 use crate::limits::scoped;
-use crate::panic::panic_message;
+use crate::panic::{catch_quietly, panic_message};
 use crate::{
     CommandRecord, Completion, DispatchError, Limits, MethodRun, Payload, Position, Timestamp,
     WorkflowDefinition, WorkflowFuture, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -332,9 +331,7 @@ impl WorkflowInstance {
         let limits = state.limits;
         let mut cx = Context::from_waker(&self.waker);
         let (mut state, polled) = enter(state, || {
-            scoped(limits, || {
-                catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)))
-            })
+            scoped(limits, || catch_quietly(|| future.as_mut().poll(&mut cx)))
         });
         // A future that woke itself during the poll expects another poll the engine will
         // never make: as foreign as a wake from outside between polls.

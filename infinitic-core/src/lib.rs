@@ -44,7 +44,7 @@ pub use history::{Completion, History, HistoryEvent};
 pub use ids::{CommandId, MethodRun, Position, WorkflowId};
 pub use limits::{EncodeError, LimitError, Limits};
 pub use outcome::{NoError, StepError, StepOutcome};
-pub use panic::{panic_message, CatchUnwind};
+pub use panic::{catch_quietly, catching_panics, panic_message, CatchUnwind};
 pub use replay::{replay, replay_with_limits, Replay};
 pub use retry::RetryPolicy;
 pub use time::Timestamp;

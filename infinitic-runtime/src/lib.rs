@@ -4,11 +4,13 @@
 //! - [`store`] holds the boundaries ([`store::Transport`], [`store::StateStore`]) and the
 //!   embedded SQLite store.
 //! - [`worker`] runs services and workflows; [`client::Client`] starts them and awaits results.
+//! - [`logging`] says what is logged (through `tracing`, never printed).
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod client;
 pub mod clock;
+pub mod logging;
 mod protocol;
 pub mod store;
 pub mod tester;

@@ -96,6 +96,7 @@ impl Default for WorkflowTester {
 impl WorkflowTester {
     /// A tester with no services, starting at 2026-01-01T00:00:00Z, instance id `"test"`.
     pub fn new() -> Self {
+        crate::logging::install_panic_hook();
         Self {
             services: BTreeMap::new(),
             workflows: BTreeMap::new(),

@@ -9,7 +9,10 @@ pub fn service(name: &str) -> String {
     format!("{SERVICE_PREFIX}{name}")
 }
 
+/// What every workflow topic starts with.
+pub const WORKFLOW_PREFIX: &str = "workflow:";
+
 /// The topic a workflow's events (starts, step outcomes, timers) are published on.
 pub fn workflow(name: &str) -> String {
-    format!("workflow:{name}")
+    format!("{WORKFLOW_PREFIX}{name}")
 }

@@ -158,6 +158,7 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
     /// recorded it, and its result comes back in memory to be committed with the workflow's
     /// next transition. The queue rows stay leased meanwhile, so a crash loses nothing.
     pub fn start(self) -> RunningWorker {
+        crate::logging::install_panic_hook();
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let store = Arc::new(self.store);
@@ -344,7 +345,7 @@ pub(crate) async fn lease_loop<T: Transport, I>(
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     warn_throttled(&format!("receive: {}", error.kind()), || {
-                        format!("infinitic worker: cannot receive from {topics:?}: {error}")
+                        format!("cannot receive from {topics:?}: {error}")
                     });
                     backoff(poll, failures)
                 }
@@ -372,9 +373,10 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often one kind of problem is logged at most.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Logs a problem on stderr unless one of the same `kind` was logged less than
-/// [`LOG_INTERVAL`] ago; the next line says how many were held back meanwhile. A full disk
-/// fails every operation of every worker loop: one line per kind and interval is enough.
+/// Logs a problem (a `warn` event) unless one of the same `kind` was logged less than
+/// [`LOG_INTERVAL`] ago; the next one says how many were held back meanwhile (`held_back`). A
+/// full disk fails every operation of every worker loop: one event per kind and interval is
+/// enough.
 pub(crate) fn warn_throttled(kind: &str, message: impl FnOnce() -> String) {
     use std::sync::{Mutex, OnceLock};
     static LOG: OnceLock<Mutex<Throttle>> = OnceLock::new();
@@ -383,17 +385,12 @@ pub(crate) fn warn_throttled(kind: &str, message: impl FnOnce() -> String) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .admit(kind, std::time::Instant::now());
-    match admitted {
-        Some(0) => eprintln!("{}", message()),
-        Some(held) => eprintln!(
-            "{} ({held} more like it since the last such line)",
-            message()
-        ),
-        None => {}
+    if let Some(held_back) = admitted {
+        tracing::warn!(kind, held_back, "{}", message());
     }
 }
 
-/// Decides which log lines pass: one per kind and interval.
+/// Decides which log events pass: one per kind and interval.
 #[derive(Debug)]
 struct Throttle {
     interval: Duration,
@@ -409,7 +406,7 @@ impl Throttle {
         }
     }
 
-    /// `Some(held back since the last one)` if a line of `kind` may be written at `now`.
+    /// `Some(held back since the last one)` if an event of `kind` may be logged at `now`.
     fn admit(&mut self, kind: &str, now: std::time::Instant) -> Option<u64> {
         match self.last.get_mut(kind) {
             Some((at, held)) if now.duration_since(*at) < self.interval => {

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tracing::{field, Instrument};
 
 /// Workflows hosted by this process, and where their events go.
 pub(super) type LocalWorkflows = (BTreeSet<String>, Inbox<WorkflowInput>);
@@ -66,11 +67,23 @@ pub(super) async fn run<T: Transport>(
                 Arc::clone(&local),
                 config.clone(),
             );
-            running.spawn(async move {
-                let end = execute(&services, &config, delivery).await;
-                report(&*transport, local.as_ref().as_ref(), end).await;
-                drop(permit);
-            });
+            // One span per attempt; `execute` fills in what the message says.
+            let span = tracing::error_span!(
+                "task",
+                service = field::Empty,
+                method = field::Empty,
+                task = field::Empty,
+                attempt = delivery.attempt,
+            );
+            running.spawn(
+                async move {
+                    let end = execute(&services, &config, delivery).await;
+                    end.log();
+                    report(&*transport, local.as_ref().as_ref(), end).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         while running.try_join_next().is_some() {}
     }
@@ -85,7 +98,7 @@ pub(super) async fn run<T: Transport>(
         });
     }
     if let Err(error) = transport.settle(back).await {
-        eprintln!("infinitic service worker: cannot release unstarted tasks: {error}");
+        tracing::warn!(%error, "cannot release unstarted tasks (their leases bring them back)");
     }
     while running.join_next().await.is_some() {}
 }
@@ -110,6 +123,32 @@ enum TaskEnd {
         delivery: DeliveryId,
         reason: String,
     },
+}
+
+impl TaskEnd {
+    /// Logs a dead letter (retries and final failures are logged where they are decided).
+    fn log(&self) {
+        match self {
+            TaskEnd::Reply {
+                dead_letter: Some(reason),
+                ..
+            }
+            | TaskEnd::DeadLetter { reason, .. } => {
+                tracing::warn!(%reason, "task message dead-lettered");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A failed attempt, in a few words, for the logs.
+fn failure(outcome: &StepOutcome) -> String {
+    match outcome {
+        StepOutcome::Failed { message, .. } => message.clone(),
+        StepOutcome::Panicked { message, .. } => format!("panicked: {message}"),
+        StepOutcome::TimedOut { .. } => "timed out".to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 async fn execute(
@@ -140,6 +179,10 @@ async fn execute(
             reason: format!("not a task message on {}: {message:?}", delivery.topic),
         };
     };
+    let span = tracing::Span::current();
+    span.record("service", service.as_str());
+    span.record("method", method.as_str());
+    span.record("task", field::display(&task));
     let reply = |outcome: StepOutcome, dead_letter: Option<String>| TaskEnd::Reply {
         delivery: delivery.id,
         workflow: workflow.clone(),
@@ -196,6 +239,11 @@ async fn execute(
     };
     match config.retry.delay_after(attempt, jitter_random()) {
         Some(delay) => {
+            tracing::info!(
+                error = %failure(&final_failure),
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "task attempt failed, retrying"
+            );
             let due = now() + delay;
             let next = protocol::task(&workflow, task, &service, &method, args, attempt + 1, due);
             TaskEnd::Retry {
@@ -203,7 +251,14 @@ async fn execute(
                 next,
             }
         }
-        None => reply(final_failure, None),
+        None => {
+            // The workflow receives the failure as a value: not a problem of the worker.
+            tracing::info!(
+                error = %failure(&final_failure),
+                "task attempt failed, no retry left"
+            );
+            reply(final_failure, None)
+        }
     }
 }
 
@@ -267,7 +322,7 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
     };
     if let Err(error) = transport.settle(vec![settlement]).await {
         warn_throttled(&format!("task settle: {}", error.kind()), || {
-            format!("infinitic service worker: cannot settle a task (its lease brings it back): {error}")
+            format!("cannot settle a task (its lease brings it back): {error}")
         });
     }
 }

@@ -23,6 +23,29 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::Instrument;
+
+impl WorkflowInput {
+    /// The span of the transition this input makes: the workflow's name and the instance id
+    /// (the routing key of an event).
+    fn span(&self) -> tracing::Span {
+        let (workflow, id) = match self {
+            WorkflowInput::TaskDone {
+                workflow, command, ..
+            } => (workflow.as_str(), command.workflow.as_str()),
+            WorkflowInput::Event(delivery) => (
+                delivery
+                    .topic
+                    .strip_prefix(topics::WORKFLOW_PREFIX)
+                    .unwrap_or(&delivery.topic),
+                delivery.key.as_str(),
+            ),
+        };
+        // At ERROR level so that any event a subscriber shows says which instance it is
+        // about; with no subscriber interested in this crate, a span costs nothing.
+        tracing::error_span!("workflow", workflow, id)
+    }
+}
 
 /// Services hosted by this process, and where their tasks go.
 pub(super) type LocalServices = (BTreeSet<String>, Inbox<Delivery>);
@@ -73,7 +96,13 @@ pub(super) async fn run<S: Transport + StateStore>(
         }
         let mut batch = Batch::default();
         for input in batch_inputs.drain(..) {
-            engine.handle(&*store, input, &mut batch).await;
+            let span = input.span();
+            let seen = (batch.transitions.len(), batch.settlements.len());
+            engine
+                .handle(&*store, input, &mut batch)
+                .instrument(span.clone())
+                .await;
+            span.in_scope(|| batch.log_since(seen));
         }
         let handoffs = assign_local_ids(&*store, &mut ids, &mut batch.transitions).await;
         let keys: Vec<WorkflowId> = batch
@@ -113,7 +142,7 @@ pub(super) async fn run<S: Transport + StateStore>(
                     .collect(),
                 Err(error) => {
                     warn_throttled(&format!("workflow commit: {}", error.kind()), || {
-                        format!("infinitic workflow worker: commit failed, its events will be delivered again: {error}")
+                        format!("commit failed, its events will be delivered again: {error}")
                     });
                     // Soon, rather than when their leases expire (a consumed message that did
                     // go with its commit is gone: nothing to deliver again).
@@ -132,7 +161,7 @@ pub(super) async fn run<S: Transport + StateStore>(
             // Acks, holds and dead letters of this batch's events that made no transition.
             if let Err(error) = store.settle(settlements).await {
                 warn_throttled(&format!("workflow settle: {}", error.kind()), || {
-                    format!("infinitic workflow worker: cannot settle events (their leases bring them back): {error}")
+                    format!("cannot settle events (their leases bring them back): {error}")
                 });
             }
             drop(permit);
@@ -172,7 +201,7 @@ async fn assign_local_ids<S: Transport>(
             match store.reserve_ids(ID_BLOCK).await {
                 Ok(block) => *ids = block,
                 Err(error) => warn_throttled(&format!("reserve ids: {}", error.kind()), || {
-                    format!("infinitic workflow worker: cannot reserve ids: {error}")
+                    format!("cannot reserve ids: {error}")
                 }),
             }
         }
@@ -198,6 +227,26 @@ async fn assign_local_ids<S: Transport>(
 struct Batch {
     transitions: Vec<Transition>,
     settlements: Vec<Settlement>,
+}
+
+impl Batch {
+    /// Logs the parks and dead letters added since `(transitions, settlements)` were counted
+    /// (when they are decided: the commit that records them may still fail and be redone).
+    fn log_since(&self, (transitions, settlements): (usize, usize)) {
+        for transition in &self.transitions[transitions..] {
+            if let WorkflowState::Parked(reason) = &transition.state {
+                tracing::warn!(%reason, "workflow parked");
+            }
+            if let Some(reason) = &transition.dead_letter {
+                tracing::warn!(%reason, "workflow message dead-lettered");
+            }
+        }
+        for settlement in &self.settlements[settlements..] {
+            if let Settlement::DeadLetter { reason, .. } = settlement {
+                tracing::warn!(%reason, "workflow message dead-lettered");
+            }
+        }
+    }
 }
 
 struct Engine {
@@ -614,7 +663,7 @@ fn warn_later(id: &WorkflowId, reason: &str) {
         None => reason.chars().take(40).collect(),
     };
     warn_throttled(&format!("held: {kind}"), || {
-        format!("infinitic workflow worker: an event of {id} waits: {reason}")
+        format!("an event of {id} waits: {reason}")
     });
 }
 
