@@ -1,8 +1,11 @@
 //! Workers: a service worker runs tasks on your service implementations; a workflow worker owns
 //! workflow state and runs workflow code. [`Worker`] hosts both on one store.
 
+mod cache;
 mod service;
 mod workflow;
+
+pub use cache::CacheStats;
 
 use crate::store::{Delivery, DeliveryId, StateStore, Transport};
 use infinitic_core::{
@@ -168,6 +171,7 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
         let (event_inbox, event_rx) = Inbox::channel();
         let to_services = (!self.services.is_empty()).then(|| task_inbox.clone());
         let to_workflows = (!self.workflows.is_empty()).then(|| event_inbox.clone());
+        let cache = Arc::new(cache::CacheCounters::new(self.config.cache_capacity));
         if !self.services.is_empty() {
             tasks.spawn(service::run(
                 Arc::clone(&store),
@@ -186,9 +190,10 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
                 stopped,
                 (event_inbox, event_rx),
                 to_services.map(|inbox| (local_services, inbox)),
+                Arc::clone(&cache),
             ));
         }
-        RunningWorker { stop, tasks }
+        RunningWorker { stop, tasks, cache }
     }
 
     /// Runs until Ctrl-C (or SIGTERM), then shuts down gracefully.
@@ -227,9 +232,17 @@ pub async fn shutdown_signal() {
 pub struct RunningWorker {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    cache: Arc<cache::CacheCounters>,
 }
 
 impl RunningWorker {
+    /// The workflow worker's instance cache now: size, capacity, hits, misses and evictions
+    /// (see [`CacheStats`], with an example). All zero but the capacity when no workflow is
+    /// registered.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.snapshot()
+    }
+
     /// Stops taking new messages, lets in-flight ones finish and commit, then returns.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

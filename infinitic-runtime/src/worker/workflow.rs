@@ -5,6 +5,7 @@
 //! [`Transition`]: new history events, new state, outgoing messages and the removal of the
 //! consumed message, committed together (a batch of them per commit).
 
+use super::cache::{Cache, CacheCounters};
 use super::{backoff, lease_loop, warn_throttled, Inbox, Outbox, WorkerConfig, WorkflowInput};
 use crate::protocol;
 use crate::store::{
@@ -18,7 +19,7 @@ use infinitic_core::{
     Limits, MethodRun, Start, Status, StepOutcome, WorkflowDefinition, WorkflowId,
     WorkflowInstance,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,7 @@ pub(super) async fn run<S: Transport + StateStore>(
     stop: watch::Receiver<bool>,
     (inbox, mut inputs): (Inbox<WorkflowInput>, Outbox<WorkflowInput>),
     local: Option<LocalServices>,
+    cache: Arc<CacheCounters>,
 ) {
     let batch_size = config.workflow_batch.max(1);
     let receiver = tokio::spawn(lease_loop(
@@ -75,7 +77,7 @@ pub(super) async fn run<S: Transport + StateStore>(
     };
     let mut engine = Engine {
         definitions,
-        cache: Cache::new(config.cache_capacity),
+        cache: Cache::new(config.cache_capacity, cache),
         local_services,
         task_lease: config.task_timeout + config.task_lease_margin,
         limits: config.limits,
@@ -251,7 +253,7 @@ impl Batch {
 
 struct Engine {
     definitions: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
-    cache: Cache,
+    cache: Cache<WorkflowId, Live>,
     /// Services of this process: their tasks are handed over in memory after the commit.
     local_services: BTreeSet<String>,
     task_lease: Duration,
@@ -756,60 +758,4 @@ fn scheduled(commands: &[CommandRecord]) -> Vec<HistoryEvent> {
         .cloned()
         .map(HistoryEvent::Scheduled)
         .collect()
-}
-
-/// Live instances by id, bounded by count; the oldest entry goes first.
-struct Cache {
-    capacity: usize,
-    live: HashMap<WorkflowId, Live>,
-    order: VecDeque<WorkflowId>,
-}
-
-impl Cache {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            live: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    fn get(&self, id: &WorkflowId) -> Option<&Live> {
-        self.live.get(id)
-    }
-
-    fn take(&mut self, id: &WorkflowId) -> Option<Live> {
-        self.live.remove(id)
-    }
-
-    fn put_back(&mut self, id: WorkflowId, live: Live) {
-        self.live.insert(id, live);
-    }
-
-    /// Keeps a running instance; a finished one is dropped.
-    fn keep(&mut self, id: WorkflowId, live: Live, status: &Status) {
-        if *status != Status::Running || self.capacity == 0 {
-            return;
-        }
-        if self.live.insert(id.clone(), live).is_none() {
-            self.order.push_back(id);
-        }
-        while self.live.len() > self.capacity {
-            match self.order.pop_front() {
-                Some(oldest) => {
-                    self.live.remove(&oldest);
-                }
-                None => break,
-            }
-        }
-        // Ids of entries removed by `take` linger in `order`; trim them now and then.
-        if self.order.len() > 2 * self.capacity.max(16) {
-            let live = &self.live;
-            self.order.retain(|id| live.contains_key(id));
-        }
-    }
-
-    fn evict(&mut self, id: &WorkflowId) {
-        self.live.remove(id);
-    }
 }
