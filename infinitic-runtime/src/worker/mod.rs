@@ -167,10 +167,10 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
         let store = Arc::new(self.store);
         let local_services: BTreeSet<String> = self.services.keys().cloned().collect();
         let local_workflows: BTreeSet<String> = self.workflows.keys().cloned().collect();
-        let (task_inbox, task_rx) = Inbox::channel();
-        let (event_inbox, event_rx) = Inbox::channel();
-        let to_services = (!self.services.is_empty()).then(|| task_inbox.clone());
-        let to_workflows = (!self.workflows.is_empty()).then(|| event_inbox.clone());
+        let (task_sender, task_rx) = WorkSender::channel();
+        let (event_sender, event_rx) = WorkSender::channel();
+        let to_services = (!self.services.is_empty()).then(|| task_sender.clone());
+        let to_workflows = (!self.workflows.is_empty()).then(|| event_sender.clone());
         let cache = Arc::new(cache::CacheCounters::new(self.config.cache_capacity));
         if !self.services.is_empty() {
             tasks.spawn(service::run(
@@ -178,8 +178,8 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
                 self.services,
                 self.config.clone(),
                 stopped.clone(),
-                (task_inbox, task_rx),
-                to_workflows.map(|inbox| (local_workflows, inbox)),
+                (task_sender, task_rx),
+                to_workflows.map(|sender| (local_workflows, sender)),
             ));
         }
         if !self.workflows.is_empty() {
@@ -188,8 +188,8 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
                 self.workflows,
                 self.config,
                 stopped,
-                (event_inbox, event_rx),
-                to_services.map(|inbox| (local_services, inbox)),
+                (event_sender, event_rx),
+                to_services.map(|sender| (local_services, sender)),
                 Arc::clone(&cache),
             ));
         }
@@ -250,15 +250,15 @@ impl RunningWorker {
     }
 }
 
-/// An in-memory channel of work for a worker loop, counting what is queued so the loop that
+/// The sending end of an in-memory channel of work for a worker loop, counting what is queued so the loop that
 /// leases messages from the store does not lease more than can be handled soon.
 #[derive(Debug)]
-pub(crate) struct Inbox<T> {
+pub(crate) struct WorkSender<T> {
     tx: mpsc::UnboundedSender<T>,
     queued: Arc<AtomicUsize>,
 }
 
-impl<T> Clone for Inbox<T> {
+impl<T> Clone for WorkSender<T> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
@@ -267,23 +267,23 @@ impl<T> Clone for Inbox<T> {
     }
 }
 
-/// The receiving end of an [`Inbox`].
+/// The receiving end of a [`WorkSender`].
 #[derive(Debug)]
-pub(crate) struct Outbox<T> {
+pub(crate) struct WorkReceiver<T> {
     rx: mpsc::UnboundedReceiver<T>,
     queued: Arc<AtomicUsize>,
 }
 
-impl<T> Inbox<T> {
-    pub(crate) fn channel() -> (Inbox<T>, Outbox<T>) {
+impl<T> WorkSender<T> {
+    pub(crate) fn channel() -> (WorkSender<T>, WorkReceiver<T>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         (
-            Inbox {
+            WorkSender {
                 tx,
                 queued: Arc::clone(&queued),
             },
-            Outbox { rx, queued },
+            WorkReceiver { rx, queued },
         )
     }
 
@@ -302,7 +302,7 @@ impl<T> Inbox<T> {
     }
 }
 
-impl<T> Outbox<T> {
+impl<T> WorkReceiver<T> {
     /// Waits for at least one item and takes up to `max`; 0 when every sender is gone.
     pub(crate) async fn recv_many(&mut self, into: &mut Vec<T>, max: usize) -> usize {
         let n = self.rx.recv_many(into, max).await;
@@ -318,7 +318,7 @@ impl<T> Outbox<T> {
     }
 }
 
-/// Leases messages of `topics` from the store into `inbox` while there is `room` for them,
+/// Leases messages of `topics` from the store into `sender` while there is `room` for them,
 /// sleeping until something is published, the next delayed message is due, or `poll` passed
 /// (for messages published by other processes).
 #[allow(clippy::too_many_arguments)]
@@ -328,14 +328,14 @@ pub(crate) async fn lease_loop<T: Transport, I>(
     lease: Duration,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
-    inbox: Inbox<I>,
-    room: impl Fn(&Inbox<I>) -> usize,
+    sender: WorkSender<I>,
+    room: impl Fn(&WorkSender<I>) -> usize,
     wrap: impl Fn(Delivery) -> I,
 ) {
     let mut activity = transport.activity();
     let mut failures = 0u32;
     while !*stop.borrow() {
-        let room = room(&inbox);
+        let room = room(&sender);
         let wait = if room == 0 {
             poll.min(Duration::from_millis(5))
         } else {
@@ -343,7 +343,7 @@ pub(crate) async fn lease_loop<T: Transport, I>(
                 Ok(received) if !received.deliveries.is_empty() => {
                     failures = 0;
                     for delivery in received.deliveries {
-                        if inbox.send(wrap(delivery)).is_err() {
+                        if sender.send(wrap(delivery)).is_err() {
                             return;
                         }
                     }

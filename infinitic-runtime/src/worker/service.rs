@@ -3,7 +3,7 @@
 //! in this process, through the store otherwise.
 
 use super::{
-    jitter_random, lease_loop, stopped, warn_throttled, Inbox, Outbox, WorkerConfig, WorkflowInput,
+    jitter_random, lease_loop, stopped, warn_throttled, WorkSender, WorkReceiver, WorkerConfig, WorkflowInput,
 };
 use crate::protocol;
 use crate::store::{now, Delivery, DeliveryId, Outgoing, Settlement, Transport};
@@ -18,14 +18,14 @@ use tokio::task::JoinSet;
 use tracing::{field, Instrument};
 
 /// Workflows hosted by this process, and where their events go.
-pub(super) type LocalWorkflows = (BTreeSet<String>, Inbox<WorkflowInput>);
+pub(super) type LocalWorkflows = (BTreeSet<String>, WorkSender<WorkflowInput>);
 
 pub(super) async fn run<T: Transport>(
     transport: Arc<T>,
     services: BTreeMap<String, Arc<dyn Service>>,
     config: WorkerConfig,
     mut stop: watch::Receiver<bool>,
-    (inbox, mut tasks): (Inbox<Delivery>, Outbox<Delivery>),
+    (sender, mut tasks): (WorkSender<Delivery>, WorkReceiver<Delivery>),
     local: Option<LocalWorkflows>,
 ) {
     let services = Arc::new(services);
@@ -41,11 +41,11 @@ pub(super) async fn run<T: Transport>(
         config.task_timeout + config.task_lease_margin,
         config.poll_interval,
         stop.clone(),
-        inbox,
-        move |inbox| {
+        sender,
+        move |sender| {
             room_slots
                 .available_permits()
-                .saturating_sub(inbox.queued())
+                .saturating_sub(sender.queued())
         },
         |delivery| delivery,
     ));
@@ -273,7 +273,7 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
             outcome,
             dead_letter: None,
         } => {
-            if let Some((_, inbox)) = local.filter(|(names, _)| names.contains(&workflow)) {
+            if let Some((_, sender)) = local.filter(|(names, _)| names.contains(&workflow)) {
                 let input = WorkflowInput::TaskDone {
                     task: delivery,
                     workflow: workflow.clone(),
@@ -281,7 +281,7 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
                     outcome,
                     at: now(),
                 };
-                match inbox.send(input) {
+                match sender.send(input) {
                     Ok(()) => return,
                     // The workflow worker has stopped: go through the store.
                     Err(WorkflowInput::TaskDone {

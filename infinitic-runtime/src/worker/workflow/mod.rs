@@ -1,0 +1,251 @@
+//! The workflow worker: owns workflow state and runs workflow code.
+//!
+//! Live instances stay in a bounded cache and are fed one event at a time (sticky execution);
+//! on a miss the instance is rebuilt by replaying its stored history. Each event becomes one
+//! [`Transition`]: new history events, new state, outgoing messages and the removal of the
+//! consumed message, committed together (a batch of them per commit).
+
+use super::cache::{Cache, CacheCounters};
+use super::{lease_loop, warn_throttled, WorkSender, WorkReceiver, WorkerConfig, WorkflowInput};
+use crate::store::{
+    now, CommitOutcome, Delivery, DeliveryId, Settlement, StateStore, Transition, Transport,
+    WorkflowState,
+};
+use crate::topics;
+use infinitic_core::{WorkflowDefinition, WorkflowId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::Instrument;
+
+mod instances;
+mod not_applied;
+
+use instances::Instances;
+
+impl WorkflowInput {
+    /// The span of the transition this input makes: the workflow's name and the instance id
+    /// (the routing key of an event).
+    fn span(&self) -> tracing::Span {
+        let (workflow, id) = match self {
+            WorkflowInput::TaskDone {
+                workflow, command, ..
+            } => (workflow.as_str(), command.workflow.as_str()),
+            WorkflowInput::Event(delivery) => (
+                delivery
+                    .topic
+                    .strip_prefix(topics::WORKFLOW_PREFIX)
+                    .unwrap_or(&delivery.topic),
+                delivery.key.as_str(),
+            ),
+        };
+        // At ERROR level so that any event a subscriber shows says which instance it is
+        // about; with no subscriber interested in this crate, a span costs nothing.
+        tracing::error_span!("workflow", workflow, id)
+    }
+}
+
+/// Services hosted by this process, and where their tasks go.
+pub(super) type LocalServices = (BTreeSet<String>, WorkSender<Delivery>);
+
+pub(super) async fn run<S: Transport + StateStore>(
+    store: Arc<S>,
+    definitions: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
+    config: WorkerConfig,
+    stop: watch::Receiver<bool>,
+    (sender, mut inputs): (WorkSender<WorkflowInput>, WorkReceiver<WorkflowInput>),
+    local: Option<LocalServices>,
+    cache: Arc<CacheCounters>,
+) {
+    let batch_size = config.workflow_batch.max(1);
+    let receiver = tokio::spawn(lease_loop(
+        Arc::clone(&store),
+        definitions.keys().map(|w| topics::workflow(w)).collect(),
+        config.workflow_lease,
+        config.poll_interval,
+        stop,
+        sender,
+        move |sender| batch_size.saturating_sub(sender.queued()),
+        WorkflowInput::Event,
+    ));
+    let (local_services, task_sender) = match local {
+        Some((names, sender)) => (names, Some(sender)),
+        None => (BTreeSet::new(), None),
+    };
+    let mut instances = Instances {
+        definitions,
+        cache: Cache::new(config.cache_capacity, cache),
+        local_services,
+        task_lease: config.task_timeout + config.task_lease_margin,
+        limits: config.limits,
+    };
+    let commits_in_flight = config.commits_in_flight.max(1);
+    let in_flight = Arc::new(Semaphore::new(commits_in_flight));
+    let (conflicts_tx, mut conflicts) = mpsc::unbounded_channel::<Vec<WorkflowId>>();
+    let mut ids: Range<DeliveryId> = 0..0;
+    // Runs until every sender is gone: the event receiver (at stop) and the local service
+    // worker (after its in-flight tasks reported), so no finished task is left unapplied.
+    let mut batch_inputs = Vec::with_capacity(batch_size);
+    while inputs.recv_many(&mut batch_inputs, batch_size).await > 0 {
+        while let Ok(keys) = conflicts.try_recv() {
+            // Another owner moved these on, or a commit failed: rebuild them from the store.
+            for key in &keys {
+                instances.cache.evict(key);
+            }
+        }
+        let mut batch = Batch::default();
+        for input in batch_inputs.drain(..) {
+            let span = input.span();
+            let seen = (batch.transitions.len(), batch.settlements.len());
+            instances
+                .handle(&*store, input, &mut batch)
+                .instrument(span.clone())
+                .await;
+            span.in_scope(|| batch.log_since(seen));
+        }
+        let handoffs = assign_local_ids(&*store, &mut ids, &mut batch.transitions).await;
+        let keys: Vec<WorkflowId> = batch
+            .transitions
+            .iter()
+            .map(|t| t.workflow_id.clone())
+            .collect();
+        let consumed: Vec<DeliveryId> = batch
+            .transitions
+            .iter()
+            .filter_map(|t| t.consumed)
+            .collect();
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            break;
+        };
+        // Submitted now, so it applies before anything submitted after it: before the
+        // outcomes of the tasks handed over below, and before their retries or settlements.
+        // Those tasks start before this commit is durable; if it fails, every later
+        // transition built on it fails its compare-and-set too, and the tasks run again
+        // under the same ids when their workflows are rebuilt (at-least-once).
+        let committed = store.commit(batch.transitions);
+        if let Some(sender) = &task_sender {
+            for task in handoffs {
+                // If the service worker stopped, the lease brings the task back.
+                let _ = sender.send(task);
+            }
+        }
+        let (store, conflicts_tx) = (Arc::clone(&store), conflicts_tx.clone());
+        let mut settlements = batch.settlements;
+        tokio::spawn(async move {
+            let conflicted: Vec<WorkflowId> = match committed.await {
+                Ok(outcomes) => keys
+                    .into_iter()
+                    .zip(outcomes)
+                    .filter(|(_, outcome)| *outcome == CommitOutcome::Conflict)
+                    .map(|(key, _)| key)
+                    .collect(),
+                Err(error) => {
+                    warn_throttled(&format!("workflow commit: {}", error.kind()), || {
+                        format!("commit failed, its events will be delivered again: {error}")
+                    });
+                    // Soon, rather than when their leases expire (a consumed message that did
+                    // go with its commit is gone: nothing to deliver again).
+                    let at = now() + HOLD_BASE;
+                    settlements.extend(
+                        consumed
+                            .into_iter()
+                            .map(|delivery| Settlement::Retry { delivery, at }),
+                    );
+                    keys
+                }
+            };
+            if !conflicted.is_empty() {
+                let _ = conflicts_tx.send(conflicted);
+            }
+            // Acks, holds and dead letters of this batch's events that made no transition.
+            if let Err(error) = store.settle(settlements).await {
+                warn_throttled(&format!("workflow settle: {}", error.kind()), || {
+                    format!("cannot settle events (their leases bring them back): {error}")
+                });
+            }
+            drop(permit);
+        });
+    }
+    // Let the commits in flight finish.
+    let _ = in_flight
+        .acquire_many(u32::try_from(commits_in_flight).unwrap_or(u32::MAX))
+        .await;
+    let _ = receiver.await;
+}
+
+/// The first wait before an event that could not be applied now is delivered again; it
+/// doubles with each delivery, up to [`super::MAX_BACKOFF`].
+const HOLD_BASE: Duration = Duration::from_millis(200);
+
+/// The version of a newly stored instance (see `StateStore::commit`).
+const FIRST_VERSION: u64 = 1;
+
+/// Message ids reserved at a time for tasks handed over in memory.
+const ID_BLOCK: u32 = 4096;
+
+/// Gives each task for a local service a reserved message id, and returns those tasks as
+/// deliveries to hand over as soon as their commit is submitted. Without an id (the store
+/// could not reserve one) a task is published for the lease loop instead.
+async fn assign_local_ids<S: Transport>(
+    store: &S,
+    ids: &mut Range<DeliveryId>,
+    transitions: &mut [Transition],
+) -> Vec<Delivery> {
+    let mut handoffs = Vec::new();
+    for message in transitions.iter_mut().flat_map(|t| t.outbox.iter_mut()) {
+        if message.local_lease.is_none() {
+            continue;
+        }
+        if ids.is_empty() {
+            match store.reserve_ids(ID_BLOCK).await {
+                Ok(block) => *ids = block,
+                Err(error) => warn_throttled(&format!("reserve ids: {}", error.kind()), || {
+                    format!("cannot reserve ids: {error}")
+                }),
+            }
+        }
+        match ids.next() {
+            Some(id) => {
+                message.id = Some(id);
+                handoffs.push(Delivery {
+                    id,
+                    topic: message.topic.clone(),
+                    key: message.key.clone(),
+                    payload: message.payload.clone(),
+                    attempt: 1,
+                });
+            }
+            None => message.local_lease = None,
+        }
+    }
+    handoffs
+}
+
+/// What one batch of events produced.
+#[derive(Default)]
+pub(super) struct Batch {
+    transitions: Vec<Transition>,
+    settlements: Vec<Settlement>,
+}
+
+impl Batch {
+    /// Logs the parks and dead letters added since `(transitions, settlements)` were counted
+    /// (when they are decided: the commit that records them may still fail and be redone).
+    fn log_since(&self, (transitions, settlements): (usize, usize)) {
+        for transition in &self.transitions[transitions..] {
+            if let WorkflowState::Parked(reason) = &transition.state {
+                tracing::warn!(%reason, "workflow parked");
+            }
+            if let Some(reason) = &transition.dead_letter {
+                tracing::warn!(%reason, "workflow message dead-lettered");
+            }
+        }
+        for settlement in &self.settlements[settlements..] {
+            if let Settlement::DeadLetter { reason, .. } = settlement {
+                tracing::warn!(%reason, "workflow message dead-lettered");
+            }
+        }
+    }
+}
