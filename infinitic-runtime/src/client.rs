@@ -1,13 +1,15 @@
 //! The client: start workflows, await their results, ask for their status, from any process
 //! that can reach the store.
 
+use crate::clock::{Clock, WallClock};
 use crate::protocol;
 use crate::store::{
-    now, CommitOutcome, StateStore, StoreError, Transport, WorkflowHeader, WorkflowState,
+    CommitOutcome, StateStore, StoreError, Transport, WorkflowHeader, WorkflowState,
 };
 use infinitic_core::{EncodeError, LimitError, Limits, WorkflowCall, WorkflowId};
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a client call failed.
@@ -69,6 +71,7 @@ pub struct Client<S> {
     store: S,
     poll_interval: Duration,
     limits: Limits,
+    clock: Arc<dyn Clock>,
 }
 
 impl<S: Transport + StateStore + Clone> Client<S> {
@@ -78,7 +81,14 @@ impl<S: Transport + StateStore + Clone> Client<S> {
             store,
             poll_interval: Duration::from_millis(50),
             limits: Limits::default(),
+            clock: Arc::new(WallClock),
         }
+    }
+
+    /// Sets the clock that stamps starts (default: the wall clock); use the workers' clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Sets the limits start arguments are encoded within and results are decoded within
@@ -129,7 +139,7 @@ impl<S: Transport + StateStore + Clone> Client<S> {
             workflow: call.workflow().to_string(),
             method: call.method().to_string(),
             input,
-            started_at: now(),
+            started_at: self.clock.now(),
             parent: None,
         };
         let transition = protocol::start_pending(&id, header);

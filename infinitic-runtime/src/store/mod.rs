@@ -437,8 +437,3 @@ pub struct DeadLetter {
     /// The original bytes.
     pub payload: Vec<u8>,
 }
-
-/// The wall clock, used only by the runtime (never by workflow code).
-pub(crate) fn now() -> Timestamp {
-    crate::clock::Clock::now(&crate::clock::WallClock)
-}

@@ -7,6 +7,7 @@ mod workflow;
 
 pub use cache::CacheStats;
 
+use crate::clock::{Clock, WallClock};
 use crate::store::{Delivery, DeliveryId, StateStore, Transport};
 use infinitic_core::{
     CommandId, Limits, RetryPolicy, Service, StepOutcome, Timestamp, Workflow, WorkflowDefinition,
@@ -78,6 +79,9 @@ pub struct WorkerConfig {
     /// };
     /// ```
     pub limits: Limits,
+    /// What "now" is for the workers: when a step ended, when a retry or a held event is due.
+    /// Give the store the same clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for WorkerConfig {
@@ -93,6 +97,7 @@ impl Default for WorkerConfig {
             workflow_lease: Duration::from_secs(30),
             task_lease_margin: Duration::from_secs(30),
             limits: Limits::default(),
+            clock: Arc::new(WallClock),
         }
     }
 }
@@ -327,6 +332,7 @@ pub(crate) async fn lease_loop<T: Transport, I>(
     topics: Vec<String>,
     lease: Duration,
     poll: Duration,
+    clock: Arc<dyn Clock>,
     mut stop: watch::Receiver<bool>,
     sender: WorkSender<I>,
     room: impl Fn(&WorkSender<I>) -> usize,
@@ -351,9 +357,9 @@ pub(crate) async fn lease_loop<T: Transport, I>(
                 }
                 Ok(received) => {
                     failures = 0;
-                    received.next_visible_at.map_or(poll, |t| {
-                        t.saturating_duration_since(crate::store::now()).min(poll)
-                    })
+                    received
+                        .next_visible_at
+                        .map_or(poll, |t| t.saturating_duration_since(clock.now()).min(poll))
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);

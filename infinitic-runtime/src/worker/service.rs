@@ -3,14 +3,15 @@
 //! in this process, through the store otherwise.
 
 use super::{
-    jitter_random, lease_loop, stopped, warn_throttled, WorkSender, WorkReceiver, WorkerConfig, WorkflowInput,
+    jitter_random, lease_loop, stopped, warn_throttled, WorkReceiver, WorkSender, WorkerConfig,
+    WorkflowInput,
 };
 use crate::protocol;
-use crate::store::{now, Delivery, DeliveryId, Outgoing, Settlement, Transport};
+use crate::store::{Delivery, DeliveryId, Outgoing, Settlement, Transport};
 use crate::topics;
 use infinitic_core::message::{decode_message_within, Message};
 use infinitic_core::task::{TaskInfo, WithTask};
-use infinitic_core::{CommandId, Service, StepOutcome};
+use infinitic_core::{CommandId, Service, StepOutcome, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
@@ -40,6 +41,7 @@ pub(super) async fn run<T: Transport>(
         services.keys().map(|s| topics::service(s)).collect(),
         config.task_timeout + config.task_lease_margin,
         config.poll_interval,
+        Arc::clone(&config.clock),
         stop.clone(),
         sender,
         move |sender| {
@@ -94,7 +96,7 @@ pub(super) async fn run<T: Transport>(
     while let Some(delivery) = tasks.try_recv() {
         back.push(Settlement::Retry {
             delivery: delivery.id,
-            at: now(),
+            at: config.clock.now(),
         });
     }
     if let Err(error) = transport.settle(back).await {
@@ -111,6 +113,8 @@ enum TaskEnd {
         workflow: String,
         command: CommandId,
         outcome: StepOutcome,
+        /// When the task ended.
+        at: Timestamp,
         dead_letter: Option<String>,
     },
     /// Run it again later: the next attempt is a new message, due after the backoff.
@@ -188,6 +192,7 @@ async fn execute(
         workflow: workflow.clone(),
         command: task.clone(),
         outcome,
+        at: config.clock.now(),
         dead_letter,
     };
     let Some(implementation) = services.get(&service) else {
@@ -244,7 +249,7 @@ async fn execute(
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "task attempt failed, retrying"
             );
-            let due = now() + delay;
+            let due = config.clock.now() + delay;
             let next = protocol::task(&workflow, task, &service, &method, args, attempt + 1, due);
             TaskEnd::Retry {
                 delivery: delivery.id,
@@ -271,6 +276,7 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
             workflow,
             command,
             outcome,
+            at,
             dead_letter: None,
         } => {
             if let Some((_, sender)) = local.filter(|(names, _)| names.contains(&workflow)) {
@@ -279,7 +285,7 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
                     workflow: workflow.clone(),
                     command,
                     outcome,
-                    at: now(),
+                    at,
                 };
                 match sender.send(input) {
                     Ok(()) => return,
@@ -288,14 +294,14 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
                         command, outcome, ..
                     }) => Settlement::Ack {
                         delivery,
-                        publish: vec![completion(&workflow, &command, outcome)],
+                        publish: vec![protocol::completion(&workflow, &command, outcome, at, at)],
                     },
                     Err(WorkflowInput::Event(_)) => unreachable!("sent a TaskDone"),
                 }
             } else {
                 Settlement::Ack {
                     delivery,
-                    publish: vec![completion(&workflow, &command, outcome)],
+                    publish: vec![protocol::completion(&workflow, &command, outcome, at, at)],
                 }
             }
         }
@@ -304,11 +310,12 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
             workflow,
             command,
             outcome,
+            at,
             dead_letter: Some(reason),
         } => Settlement::DeadLetter {
             delivery,
             reason,
-            publish: vec![completion(&workflow, &command, outcome)],
+            publish: vec![protocol::completion(&workflow, &command, outcome, at, at)],
         },
         TaskEnd::Retry { delivery, next } => Settlement::Ack {
             delivery,
@@ -325,10 +332,4 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
             format!("cannot settle a task (its lease brings it back): {error}")
         });
     }
-}
-
-/// Tells the workflow how its command ended, now.
-fn completion(workflow: &str, command: &CommandId, outcome: StepOutcome) -> Outgoing {
-    let at = now();
-    protocol::completion(workflow, command, outcome, at, at)
 }

@@ -4,9 +4,10 @@
 
 use super::not_applied::{refuse, warn_later, NotApplied};
 use super::{Batch, FIRST_VERSION, HOLD_BASE};
+use crate::clock::Clock;
 use crate::protocol;
 use crate::store::{
-    now, DeliveryId, Outgoing, Settlement, StateStore, StoredWorkflow, Transition, WorkflowHeader,
+    DeliveryId, Outgoing, Settlement, StateStore, StoredWorkflow, Transition, WorkflowHeader,
     WorkflowState,
 };
 use crate::topics;
@@ -15,7 +16,7 @@ use crate::worker::{backoff, WorkflowInput};
 use infinitic_core::message::{decode_message_within, Message, ParentStep};
 use infinitic_core::{
     replay_with_limits, Applied, CommandId, CommandRecord, Completion, History, HistoryEvent,
-    Limits, MethodRun, Start, Status, StepOutcome, WorkflowDefinition, WorkflowId,
+    Limits, MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId,
     WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +31,8 @@ pub(super) struct Instances {
     pub(super) local_services: BTreeSet<String>,
     pub(super) task_lease: Duration,
     pub(super) limits: Limits,
+    /// What "now" is.
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 /// A live instance and the stored version it corresponds to.
@@ -70,7 +73,7 @@ impl Instances {
                             &command,
                             outcome,
                             at,
-                            now() + HOLD_BASE,
+                            self.clock.now() + HOLD_BASE,
                         );
                         Some(Settlement::Ack {
                             delivery: task,
@@ -165,7 +168,7 @@ impl Instances {
                         batch.transitions.extend(park.map(|t| *t));
                         Some(Settlement::Retry {
                             delivery: delivery.id,
-                            at: now() + backoff(HOLD_BASE, delivery.attempt),
+                            at: self.clock.now() + backoff(HOLD_BASE, delivery.attempt),
                         })
                     }
                     Err(NotApplied::Never(reason)) => Some(Settlement::DeadLetter {
@@ -211,7 +214,7 @@ impl Instances {
                 None => 0,
             }
         };
-        let at = now();
+        let at = self.clock.now();
         let header = WorkflowHeader {
             workflow: workflow.clone(),
             method: method.clone(),
@@ -262,7 +265,7 @@ impl Instances {
             append,
             &progress.commands,
             &progress.status,
-            consumed,
+            (consumed, at),
         );
         self.cache.keep(id, live, &progress.status);
         Ok(Effect::transition(self.run_tasks_here(transition)))
@@ -335,8 +338,15 @@ impl Instances {
                 append.extend(scheduled(&progress.commands));
                 let mut commands = recovered;
                 commands.extend(progress.commands);
-                let transition =
-                    live.transition(&id, None, append, &commands, &progress.status, consumed);
+                let now = self.clock.now();
+                let transition = live.transition(
+                    &id,
+                    None,
+                    append,
+                    &commands,
+                    &progress.status,
+                    (consumed, now),
+                );
                 self.cache.keep(id, live, &progress.status);
                 Ok(Effect::transition(self.run_tasks_here(transition)))
             }
@@ -464,9 +474,9 @@ impl Live {
         append: Vec<HistoryEvent>,
         commands: &[CommandRecord],
         status: &Status,
-        consumed: DeliveryId,
+        (consumed, at): (DeliveryId, Timestamp),
     ) -> Transition {
-        let (run, at) = (MethodRun(0), now());
+        let run = MethodRun(0);
         let mut outbox: Vec<Outgoing> = commands
             .iter()
             .map(|r| protocol::command(&self.workflow, id, run, r.position, &r.command, at))

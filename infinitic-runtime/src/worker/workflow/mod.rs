@@ -6,9 +6,9 @@
 //! consumed message, committed together (a batch of them per commit).
 
 use super::cache::{Cache, CacheCounters};
-use super::{lease_loop, warn_throttled, WorkSender, WorkReceiver, WorkerConfig, WorkflowInput};
+use super::{lease_loop, warn_throttled, WorkReceiver, WorkSender, WorkerConfig, WorkflowInput};
 use crate::store::{
-    now, CommitOutcome, Delivery, DeliveryId, Settlement, StateStore, Transition, Transport,
+    CommitOutcome, Delivery, DeliveryId, Settlement, StateStore, Transition, Transport,
     WorkflowState,
 };
 use crate::topics;
@@ -65,6 +65,7 @@ pub(super) async fn run<S: Transport + StateStore>(
         definitions.keys().map(|w| topics::workflow(w)).collect(),
         config.workflow_lease,
         config.poll_interval,
+        Arc::clone(&config.clock),
         stop,
         sender,
         move |sender| batch_size.saturating_sub(sender.queued()),
@@ -80,6 +81,7 @@ pub(super) async fn run<S: Transport + StateStore>(
         local_services,
         task_lease: config.task_timeout + config.task_lease_margin,
         limits: config.limits,
+        clock: Arc::clone(&config.clock),
     };
     let commits_in_flight = config.commits_in_flight.max(1);
     let in_flight = Arc::new(Semaphore::new(commits_in_flight));
@@ -132,6 +134,7 @@ pub(super) async fn run<S: Transport + StateStore>(
             }
         }
         let (store, conflicts_tx) = (Arc::clone(&store), conflicts_tx.clone());
+        let clock = Arc::clone(&config.clock);
         let mut settlements = batch.settlements;
         tokio::spawn(async move {
             let conflicted: Vec<WorkflowId> = match committed.await {
@@ -147,7 +150,7 @@ pub(super) async fn run<S: Transport + StateStore>(
                     });
                     // Soon, rather than when their leases expire (a consumed message that did
                     // go with its commit is gone: nothing to deliver again).
-                    let at = now() + HOLD_BASE;
+                    let at = clock.now() + HOLD_BASE;
                     settlements.extend(
                         consumed
                             .into_iter()
