@@ -178,6 +178,7 @@ impl Bench {
         WorkflowInstance::start(
             &self.definition,
             Start {
+                generation: infinitic::Generation::FIRST,
                 workflow_id: id,
                 run: MethodRun(0),
                 method: "run",

@@ -59,9 +59,9 @@ pub use infinitic_core::RetryPolicy;
 pub use infinitic_core::{
     decode, encode, message, replay, replay_with_limits, task, workflow, Applied, CodecError,
     Command, CommandId, CommandRecord, CommandSignature, Completion, DispatchError, EncodeError,
-    History, HistoryEvent, IgnoredReason, LimitError, Limits, MethodRun, Mismatch, NoError,
-    ParkReason, Payload, Position, Progress, RejectedEvent, Replay, Service, ServiceCall, Start,
-    Status, StepError, StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall,
+    Generation, History, HistoryEvent, IgnoredReason, LimitError, Limits, MethodRun, Mismatch,
+    NoError, ParkReason, Payload, Position, Progress, RejectedEvent, Replay, Service, ServiceCall,
+    Start, Status, StepError, StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall,
     WorkflowDefinition, WorkflowFactory, WorkflowId, WorkflowInstance,
 };
 pub use infinitic_runtime::client::{Client, ClientError, WorkflowHandle};

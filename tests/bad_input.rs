@@ -271,6 +271,7 @@ async fn a_start_for_an_unknown_workflow_is_dead_lettered_and_fails() {
     let s = setup();
     let message = encode_message(&Message::StartWorkflow {
         workflow_id: WorkflowId::new("ghost-1"),
+        generation: infinitic::Generation::FIRST,
         workflow: "GhostWorkflow".into(),
         method: "run".into(),
         input: infinitic::encode(&()).unwrap(),
@@ -380,7 +381,7 @@ fn a_database_from_a_newer_schema_is_refused() {
             error,
             StoreError::SchemaVersion {
                 found: 99,
-                expected: 1,
+                expected: 2,
                 ..
             }
         ),

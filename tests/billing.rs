@@ -274,6 +274,7 @@ fn completions_for_unknown_commands_are_rejected() {
     let (mut instance, progress) = WorkflowInstance::start(
         &definition,
         infinitic::Start {
+            generation: infinitic::Generation::FIRST,
             workflow_id: "w".into(),
             run: infinitic::MethodRun(0),
             method: "run",

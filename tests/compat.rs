@@ -283,6 +283,7 @@ fn messages() -> Vec<(&'static str, Message)> {
             "start_workflow",
             Message::StartWorkflow {
                 workflow_id: WorkflowId::new("order-7"),
+                generation: infinitic::Generation::FIRST,
                 workflow: "Ordering".into(),
                 method: "place".into(),
                 input: payload(&("order-7", 3u32, 1999u64)),
@@ -294,6 +295,7 @@ fn messages() -> Vec<(&'static str, Message)> {
             "start_child_workflow",
             Message::StartWorkflow {
                 workflow_id: WorkflowId::new("order-7/0/2"),
+                generation: infinitic::Generation::FIRST,
                 workflow: "Shipping".into(),
                 method: "ship".into(),
                 input: payload(&("order-7",)),
@@ -545,6 +547,7 @@ fn check_header(
     assert_eq!(
         stored.header,
         WorkflowHeader {
+            generation: infinitic::Generation::FIRST,
             workflow: workflow.into(),
             method: "run".into(),
             input,
@@ -753,6 +756,7 @@ fn v1_queued_messages_decode_to_what_was_in_flight() {
                 PENDING,
                 Message::StartWorkflow {
                     workflow_id: WorkflowId::new(PENDING),
+                    generation: infinitic::Generation::FIRST,
                     workflow: "Late".into(),
                     method: "run".into(),
                     input: payload(&("Grace",)),

@@ -411,6 +411,7 @@ fn the_engine_and_replay_pass_start_errors_on() {
     let definition = WorkflowFactory::new(TransferImpl::default);
     let input = args(&());
     let start = Start {
+        generation: infinitic::Generation::FIRST,
         workflow_id: WorkflowId::new("t-1"),
         run: MethodRun(0),
         method: "refund",

@@ -313,6 +313,7 @@ async fn deep_raw_bytes_are_dead_lettered_and_the_worker_keeps_serving() {
     deep_envelope.extend(nest_bytes(DEEP as usize));
     let deep_start = encode_message(&Message::StartWorkflow {
         workflow_id: WorkflowId::new("deep-start"),
+        generation: infinitic::Generation::FIRST,
         workflow: "Hostile".into(),
         method: "keep".into(),
         input: nest_args(DEEP as usize),

@@ -467,6 +467,7 @@ impl Live {
             definition,
             Start {
                 workflow_id,
+                generation: infinitic::Generation::FIRST,
                 run: MethodRun(0),
                 method: call.method(),
                 input: &input,
@@ -813,6 +814,7 @@ proptest! {
 
 fn start_of(history: &History) -> Start<'_> {
     Start {
+        generation: history.generation,
         workflow_id: history.workflow_id.clone(),
         run: MethodRun(0),
         method: &history.method,

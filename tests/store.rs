@@ -88,6 +88,7 @@ const LEASE: Duration = Duration::from_secs(30);
 
 fn header() -> WorkflowHeader {
     WorkflowHeader {
+        generation: infinitic::Generation::FIRST,
         workflow: "Test".into(),
         method: "run".into(),
         input: vec![1, 2, 3],

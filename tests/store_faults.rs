@@ -22,6 +22,7 @@ use dirs::{fill, TempDir};
 
 fn header(input: Vec<u8>) -> WorkflowHeader {
     WorkflowHeader {
+        generation: infinitic::Generation::FIRST,
         workflow: "Test".into(),
         method: "run".into(),
         input,

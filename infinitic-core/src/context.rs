@@ -6,7 +6,8 @@
 
 use crate::rng::SplitMix64;
 use crate::{
-    Command, CommandRecord, Limits, MethodRun, Position, StepOutcome, Timestamp, WorkflowId,
+    Command, CommandRecord, Generation, Limits, MethodRun, Position, StepOutcome, Timestamp,
+    WorkflowId,
 };
 use std::cell::RefCell;
 use std::panic::Location;
@@ -36,12 +37,18 @@ pub(crate) struct EngineState {
 
 impl EngineState {
     pub(crate) fn new(
-        workflow_id: WorkflowId,
+        (workflow_id, generation): (WorkflowId, Generation),
         run: MethodRun,
         now: Timestamp,
         limits: Limits,
     ) -> Self {
-        let rng = SplitMix64::seeded(&[workflow_id.as_str().as_bytes(), &run.0.to_le_bytes()]);
+        let id = workflow_id.as_str().as_bytes();
+        let run_bytes = run.0.to_le_bytes();
+        // The first generation keeps the seed of earlier builds, so replays draw the same.
+        let rng = match generation {
+            Generation(0) => SplitMix64::seeded(&[id, &run_bytes]),
+            Generation(g) => SplitMix64::seeded(&[id, &run_bytes, &g.to_le_bytes()]),
+        };
         Self {
             workflow_id,
             run,

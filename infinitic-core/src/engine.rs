@@ -8,8 +8,8 @@ use crate::context::{enter, EngineState};
 use crate::limits::scoped;
 use crate::panic::{catch_quietly, panic_message};
 use crate::{
-    CommandRecord, Completion, DispatchError, Limits, MethodRun, Payload, Position, Timestamp,
-    WorkflowDefinition, WorkflowFuture, WorkflowId,
+    CommandRecord, Completion, DispatchError, Generation, Limits, MethodRun, Payload, Position,
+    Timestamp, WorkflowDefinition, WorkflowFuture, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,6 +157,8 @@ pub enum RejectedEvent {
 pub struct Start<'a> {
     /// The instance's id (seeds deterministic randomness, part of every command id).
     pub workflow_id: WorkflowId,
+    /// Which use of that id the instance is ([`Generation::FIRST`] but for reused ids).
+    pub generation: Generation,
     /// The method run.
     pub run: MethodRun,
     /// Method to run.
@@ -214,7 +216,7 @@ impl WorkflowInstance {
     /// the run with [`ParkReason::BadResult`].
     ///
     /// ```
-    /// use infinitic_core::{DispatchError, Limits, MethodRun, Start, Timestamp};
+    /// use infinitic_core::{DispatchError, Generation, Limits, MethodRun, Start, Timestamp};
     /// use infinitic_core::{WorkflowDefinition, WorkflowFuture, WorkflowId, WorkflowInstance};
     /// struct Any;
     /// impl WorkflowDefinition for Any {
@@ -225,6 +227,7 @@ impl WorkflowInstance {
     /// }
     /// let start = Start {
     ///     workflow_id: WorkflowId::new("wf"),
+    ///     generation: Generation::FIRST,
     ///     run: MethodRun(0),
     ///     method: "run",
     ///     input: &[0x91; 1000], // 1000 nested arrays
@@ -250,7 +253,7 @@ impl WorkflowInstance {
         let mut instance = Self {
             future: Some(future),
             state: Some(Box::new(EngineState::new(
-                start.workflow_id,
+                (start.workflow_id, start.generation),
                 start.run,
                 start.at,
                 limits,

@@ -1,6 +1,8 @@
 //! History: the ordered record of what a method run scheduled and what completed.
 
-use crate::{CommandRecord, MethodRun, Payload, Position, StepOutcome, Timestamp, WorkflowId};
+use crate::{
+    CommandRecord, Generation, MethodRun, Payload, Position, StepOutcome, Timestamp, WorkflowId,
+};
 use serde::{Deserialize, Serialize};
 
 /// The completion of one durable command, fed to the engine.
@@ -30,6 +32,9 @@ pub enum HistoryEvent {
 pub struct History {
     /// The instance.
     pub workflow_id: WorkflowId,
+    /// Which use of that id the instance is.
+    #[serde(default)]
+    pub generation: Generation,
     /// Workflow name.
     pub workflow: String,
     /// The method that started the run.
@@ -53,6 +58,7 @@ impl History {
     ) -> Self {
         Self {
             workflow_id,
+            generation: Generation::FIRST,
             workflow: workflow.into(),
             method: method.into(),
             input,

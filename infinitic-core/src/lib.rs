@@ -41,7 +41,7 @@ pub use engine::{
     WorkflowInstance,
 };
 pub use history::{Completion, History, HistoryEvent};
-pub use ids::{CommandId, MethodRun, Position, WorkflowId};
+pub use ids::{CommandId, Generation, MethodRun, Position, WorkflowId};
 pub use limits::{EncodeError, LimitError, Limits};
 pub use outcome::{NoError, StepError, StepOutcome};
 pub use panic::{catch_quietly, catching_panics, panic_message, CatchUnwind};

@@ -5,7 +5,9 @@
 //! never panics: every failure is a [`DecodeError`].
 
 use crate::depth::{check_depth, ScanError};
-use crate::{CommandId, Limits, MethodRun, Payload, StepOutcome, Timestamp, WorkflowId};
+use crate::{
+    CommandId, Generation, Limits, MethodRun, Payload, StepOutcome, Timestamp, WorkflowId,
+};
 use serde::{Deserialize, Serialize};
 
 /// First byte of every envelope: rejects bytes that are not ours at once.
@@ -25,6 +27,9 @@ pub enum Message {
     StartWorkflow {
         /// Instance id.
         workflow_id: WorkflowId,
+        /// Which use of that id the instance is (left out for the first).
+        #[serde(default, skip_serializing_if = "Generation::is_first")]
+        generation: Generation,
         /// Workflow name.
         workflow: String,
         /// Method name.
@@ -86,6 +91,7 @@ impl Message {
     ) -> Self {
         Message::StartWorkflow {
             workflow_id,
+            generation: Generation::FIRST,
             workflow: workflow.into(),
             method: method.into(),
             input,

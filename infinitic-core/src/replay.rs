@@ -43,6 +43,7 @@ pub fn replay_with_limits(
         definition,
         Start {
             workflow_id: history.workflow_id.clone(),
+            generation: history.generation,
             run: MethodRun(0),
             method: &history.method,
             input: &history.input,

@@ -6,7 +6,7 @@ use crate::protocol;
 use crate::store::{
     CommitOutcome, StateStore, StoreError, Transport, WorkflowHeader, WorkflowState,
 };
-use infinitic_core::{EncodeError, LimitError, Limits, WorkflowCall, WorkflowId};
+use infinitic_core::{EncodeError, Generation, LimitError, Limits, WorkflowCall, WorkflowId};
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -136,6 +136,7 @@ impl<S: Transport + StateStore + Clone> Client<S> {
             EncodeError::Codec(codec) => ClientError::BadCall(codec.to_string()),
         })?;
         let header = WorkflowHeader {
+            generation: Generation::FIRST,
             workflow: call.workflow().to_string(),
             method: call.method().to_string(),
             input,

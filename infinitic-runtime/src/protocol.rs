@@ -7,8 +7,7 @@ use crate::store::{DeliveryId, Outgoing, Transition, WorkflowHeader, WorkflowSta
 use crate::topics;
 use infinitic_core::message::{Message, ParentStep};
 use infinitic_core::{
-    encode, Command, CommandId, HistoryEvent, MethodRun, Payload, Position, StepOutcome, Timestamp,
-    WorkflowId,
+    encode, Command, CommandId, HistoryEvent, Payload, StepOutcome, Timestamp, WorkflowId,
 };
 
 /// Tells the workflow named `workflow` that `command` ended with `outcome` at `at`; delivered
@@ -30,18 +29,15 @@ pub(crate) fn completion(
     )
 }
 
-/// The message that carries out `command`, issued at `at` by instance `id` of the workflow
-/// named `workflow`: a task for a service, a durable timer (a completion delivered at its
-/// time), or the start of a child workflow.
+/// The message that carries out `command` (its id `command_id`), issued at `at` by an instance
+/// of the workflow named `workflow`: a task for a service, a durable timer (a completion
+/// delivered at its time), or the start of a child workflow.
 pub(crate) fn command(
     workflow: &str,
-    id: &WorkflowId,
-    run: MethodRun,
-    position: Position,
+    command_id: CommandId,
     command: &Command,
     at: Timestamp,
 ) -> Outgoing {
-    let command_id = CommandId::new(id.clone(), run, position);
     match command {
         Command::CallService {
             service,

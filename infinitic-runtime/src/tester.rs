@@ -7,9 +7,9 @@
 
 use infinitic_core::task::{TaskInfo, WithTask};
 use infinitic_core::{
-    encode, Applied, Command, CommandId, CommandRecord, Completion, DispatchError, History,
-    HistoryEvent, Limits, MethodRun, ParkReason, Payload, Position, Progress, Service, Start,
-    Status, StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall, WorkflowDefinition,
+    encode, Applied, Command, CommandId, CommandRecord, Completion, DispatchError, Generation,
+    History, HistoryEvent, Limits, MethodRun, ParkReason, Payload, Position, Progress, Service,
+    Start, Status, StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall, WorkflowDefinition,
     WorkflowFactory, WorkflowId, WorkflowInstance,
 };
 use serde::de::DeserializeOwned;
@@ -240,6 +240,7 @@ impl WorkflowTester {
             let (mut instance, progress) = WorkflowInstance::start_with_limits(
                 definition,
                 Start {
+                    generation: Generation::FIRST,
                     workflow_id: id.clone(),
                     run: MethodRun(0),
                     method: &method,

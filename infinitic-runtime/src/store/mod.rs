@@ -12,7 +12,7 @@ pub mod memory;
 pub mod sqlite;
 
 use infinitic_core::message::ParentStep;
-use infinitic_core::{HistoryEvent, Payload, Timestamp, WorkflowId};
+use infinitic_core::{Generation, HistoryEvent, Payload, Timestamp, WorkflowId};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
@@ -139,6 +139,8 @@ impl WorkflowState {
 /// The fixed facts of an instance, written when it is created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkflowHeader {
+    /// Which use of the instance's id it is (see [`Generation`]).
+    pub generation: Generation,
     /// Workflow name.
     pub workflow: String,
     /// Method name.

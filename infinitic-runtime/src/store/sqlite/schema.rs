@@ -1,13 +1,25 @@
-//! The file: opening it with the pragmas the store relies on, creating the schema, and
-//! refusing files that are not ours or are newer.
+//! The file: opening it with the pragmas the store relies on, creating the schema or
+//! migrating an older one, and refusing files that are not ours or are newer.
+//!
+//! The compatibility rule: a build reads every file an earlier build wrote. A schema change
+//! updates [`SCHEMA`] (what a new file gets) and appends the statements that bring the
+//! previous version to it to [`MIGRATIONS`]; `tests/compat.rs` opens files of every earlier
+//! version (`tests/fixtures/`).
 
 use super::{db, Durability, OpenMode, StoreOptions};
 use crate::store::StoreError;
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 
+/// How to bring each older schema to the next: `MIGRATIONS[i]` turns version `i + 1` into
+/// `i + 2`. Never edit an entry that has shipped; append.
+const MIGRATIONS: &[&str] = &[
+    // 1 -> 2: the instance generation (0 for every instance stored before).
+    "ALTER TABLE workflows ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;",
+];
+
 /// Schema version stored in `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue (
@@ -28,7 +40,8 @@ CREATE TABLE IF NOT EXISTS workflows (
     parent      BLOB,
     state       BLOB    NOT NULL,
     version     INTEGER NOT NULL,
-    updated_at  INTEGER NOT NULL
+    updated_at  INTEGER NOT NULL,
+    generation  INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     workflow_id TEXT    NOT NULL,
@@ -114,6 +127,7 @@ pub(super) fn open_connection(
                 .map_err(corrupt)?;
         }
         SCHEMA_VERSION => {}
+        older @ 1.. if older < SCHEMA_VERSION => migrate(&connection).map_err(corrupt)?,
         found => {
             return Err(StoreError::SchemaVersion {
                 path: shown,
@@ -123,4 +137,25 @@ pub(super) fn open_connection(
         }
     }
     Ok(connection)
+}
+
+/// Brings the file to [`SCHEMA_VERSION`] in one transaction. The version is read again inside
+/// it: another process may have migrated the file meanwhile.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let migrated = (|| {
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let first = usize::try_from(version - 1).unwrap_or(usize::MAX);
+        for step in MIGRATIONS.iter().skip(first) {
+            c.execute_batch(step)?;
+        }
+        c.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+    })();
+    match migrated {
+        Ok(()) => c.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }

@@ -7,7 +7,7 @@ use super::{db, millis, sql_type};
 use crate::store::{
     DeliveryId, Outgoing, StoreError, StoredWorkflow, Transition, WorkflowHeader, WorkflowState,
 };
-use infinitic_core::{decode, encode, HistoryEvent, Timestamp, WorkflowId};
+use infinitic_core::{decode, encode, Generation, HistoryEvent, Timestamp, WorkflowId};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -108,8 +108,8 @@ pub(super) fn try_apply(
         let inserted = c
             .prepare_cached(
                 "INSERT INTO workflows (id, workflow, method, input, started_at, parent, state,
-                                        version, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)
+                                        version, updated_at, generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)
                  ON CONFLICT (id) DO NOTHING",
             )
             .map_err(db)?
@@ -121,7 +121,8 @@ pub(super) fn try_apply(
                 millis(header.started_at),
                 parent,
                 state,
-                now
+                now,
+                header.generation.0
             ])
             .map_err(db)?;
         if inserted == 0 {
@@ -190,12 +191,12 @@ pub(super) fn load(
 ) -> Result<Option<StoredWorkflow>, StoreError> {
     let row = c
         .prepare_cached(
-            "SELECT workflow, method, input, started_at, parent, state, version
+            "SELECT workflow, method, input, started_at, parent, state, version, generation
              FROM workflows WHERE id = ?1",
         )
         .map_err(db)?
         .query_row([id.as_str()], |r| {
-            (0..7)
+            (0..8)
                 .map(|i| r.get::<_, Value>(i))
                 .collect::<Result<Vec<_>, _>>()
         })
@@ -270,6 +271,13 @@ pub(super) fn load(
             return Err(undecodable("state", reason));
         }
     };
+    let generation = match row[7] {
+        Value::Integer(g) => Generation(u32::try_from(g).unwrap_or(u32::MAX)),
+        ref other => {
+            let found = sql_type(other.data_type());
+            return Err(undecodable("generation", format!("{found} is not INTEGER")));
+        }
+    };
     let Some(version) = version else {
         return Err(undecodable(
             "version",
@@ -306,6 +314,7 @@ pub(super) fn load(
     Ok(Some(StoredWorkflow {
         id: id.clone(),
         header: WorkflowHeader {
+            generation,
             workflow,
             method,
             input,

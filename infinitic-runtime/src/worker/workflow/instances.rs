@@ -15,9 +15,9 @@ use crate::worker::cache::Cache;
 use crate::worker::{backoff, WorkflowInput};
 use infinitic_core::message::{decode_message_within, Message, ParentStep};
 use infinitic_core::{
-    replay_with_limits, Applied, CommandId, CommandRecord, Completion, History, HistoryEvent,
-    Limits, MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId,
-    WorkflowInstance,
+    replay_with_limits, Applied, CommandId, CommandRecord, Completion, Generation, History,
+    HistoryEvent, Limits, MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition,
+    WorkflowId, WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -39,6 +39,9 @@ pub(super) struct Instances {
 pub(super) struct Live {
     instance: WorkflowInstance,
     version: u64,
+    /// Which use of the instance's id this is: completions of another generation's commands
+    /// are not for it.
+    generation: Generation,
     workflow: String,
     parent: Option<ParentStep>,
 }
@@ -98,6 +101,7 @@ impl Instances {
                     ),
                     Ok(Message::StartWorkflow {
                         workflow_id,
+                        generation,
                         workflow,
                         method,
                         input,
@@ -108,6 +112,7 @@ impl Instances {
                         let pending = pending && delivery.attempt == 1;
                         let start = StartRequest {
                             id: workflow_id.clone(),
+                            generation,
                             workflow,
                             method,
                             input,
@@ -189,6 +194,7 @@ impl Instances {
         pending: bool,
         StartRequest {
             id,
+            generation,
             workflow,
             method,
             input,
@@ -216,6 +222,7 @@ impl Instances {
         };
         let at = self.clock.now();
         let header = WorkflowHeader {
+            generation,
             workflow: workflow.clone(),
             method: method.clone(),
             input: input.clone(),
@@ -241,6 +248,7 @@ impl Instances {
             &*definition,
             Start {
                 workflow_id: id.clone(),
+                generation,
                 run: MethodRun(0),
                 method: &method,
                 input: &input,
@@ -255,6 +263,7 @@ impl Instances {
         let mut live = Live {
             instance,
             version: expected_version,
+            generation,
             workflow,
             parent,
         };
@@ -305,6 +314,9 @@ impl Instances {
                     .ok_or_else(|| {
                         NotApplied::Never(format!("event for unknown workflow instance {id}"))
                     })?;
+                if stored.header.generation != command.generation {
+                    return Ok(other_generation(&command, stored.header.generation));
+                }
                 match self.rebuild(stored)? {
                     Rebuilt::Live(live, new_commands) => {
                         recovered = new_commands;
@@ -314,6 +326,11 @@ impl Instances {
                 }
             }
         };
+        if command.generation != live.generation {
+            let generation = live.generation;
+            self.cache.put_back(id, live);
+            return Ok(other_generation(&command, generation));
+        }
         let completion = Completion {
             run: command.run,
             position: command.position,
@@ -384,6 +401,7 @@ impl Instances {
             })?;
         let history = History {
             workflow_id: stored.id.clone(),
+            generation: stored.header.generation,
             workflow: stored.header.workflow.clone(),
             method: stored.header.method.clone(),
             input: stored.header.input.clone(),
@@ -408,6 +426,7 @@ impl Instances {
                 Box::new(Live {
                     instance: replayed.instance,
                     version: stored.version,
+                    generation: stored.header.generation,
                     workflow: stored.header.workflow,
                     parent: stored.header.parent,
                 }),
@@ -421,10 +440,23 @@ impl Instances {
     }
 }
 
+/// A completion meant for another instance that had this id (an earlier one, above all):
+/// never applied here, and not worth a dead letter either.
+fn other_generation(command: &CommandId, generation: Generation) -> Effect {
+    tracing::info!(
+        command = %command,
+        generation = generation.0,
+        "completion of another generation of this instance ignored"
+    );
+    Effect::Ack
+}
+
 /// What a start message asks for.
 pub(super) struct StartRequest {
     /// The instance to start.
     id: WorkflowId,
+    /// Which use of that id it is.
+    generation: Generation,
     /// Its workflow's name.
     workflow: String,
     /// The method to run.
@@ -479,7 +511,11 @@ impl Live {
         let run = MethodRun(0);
         let mut outbox: Vec<Outgoing> = commands
             .iter()
-            .map(|r| protocol::command(&self.workflow, id, run, r.position, &r.command, at))
+            .map(|r| {
+                let command_id = CommandId::new(id.clone(), run, r.position);
+                let command_id = command_id.in_generation(self.generation);
+                protocol::command(&self.workflow, command_id, &r.command, at)
+            })
             .collect();
         let state = match status {
             Status::Running => WorkflowState::Running,
