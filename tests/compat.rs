@@ -259,6 +259,20 @@ fn config() -> WorkerConfig {
     }
 }
 
+/// A worker with the `Echo` service and every workflow but `Late` (the fixture writer leaves
+/// the `Ledger` service and the `Late` workflow out, so their messages stay queued).
+fn fixture_worker(store: &SqliteStore, echo: &EchoImpl) -> Worker<SqliteStore> {
+    Worker::new(store.clone())
+        .service(EchoDispatcher::new(echo.clone()))
+        .workflow(GreetingImpl::default)
+        .workflow(SleeperImpl::default)
+        .workflow(WaiterImpl::default)
+        .workflow(ParentImpl::default)
+        .workflow(ChildImpl::default)
+        .workflow(FragileImpl::default)
+        .config(config())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixed values of the message and history fixtures.
 
@@ -785,17 +799,9 @@ async fn v1_store_runs_every_unfinished_instance_to_its_end_with_the_same_task_i
     let dir = TempDir::new("compat-run");
     let store = SqliteStore::open(store_copy(&dir), OpenMode::MustExist).unwrap();
     let (echo, ledger) = (EchoImpl::default(), LedgerImpl::default());
-    let worker = Worker::new(store.clone())
-        .service(EchoDispatcher::new(echo.clone()))
+    let worker = fixture_worker(&store, &echo)
         .service(LedgerDispatcher::new(ledger.clone()))
-        .workflow(GreetingImpl::default)
-        .workflow(SleeperImpl::default)
-        .workflow(WaiterImpl::default)
-        .workflow(ParentImpl::default)
-        .workflow(ChildImpl::default)
-        .workflow(FragileImpl::default)
         .workflow(LateImpl::default)
-        .config(config())
         .start();
     let client = Client::new(store.clone());
     let before = store.dead_letters(10).await.unwrap();
@@ -887,16 +893,7 @@ async fn write_fixtures() {
     let store = SqliteStore::open(&path, OpenMode::CreateIfMissing).unwrap();
     let echo = EchoImpl::default();
     // No `Ledger` service (its tasks stay queued) and no `Late` workflow (it stays pending).
-    let worker = Worker::new(store.clone())
-        .service(EchoDispatcher::new(echo.clone()))
-        .workflow(GreetingImpl::default)
-        .workflow(SleeperImpl::default)
-        .workflow(WaiterImpl::default)
-        .workflow(ParentImpl::default)
-        .workflow(ChildImpl::default)
-        .workflow(FragileImpl::default)
-        .config(config())
-        .start();
+    let worker = fixture_worker(&store, &echo).start();
     let client = Client::new(store.clone());
     let garbage = Outgoing::new(
         "workflow:Greeting",

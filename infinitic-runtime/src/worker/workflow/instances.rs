@@ -3,21 +3,20 @@
 //! sends and stores.
 
 use super::not_applied::{refuse, warn_later, NotApplied};
+use super::rebuild::Rebuilt;
 use super::{Batch, FIRST_VERSION, HOLD_BASE};
 use crate::clock::Clock;
 use crate::protocol;
 use crate::store::{
-    DeliveryId, Outgoing, Settlement, StateStore, StoredWorkflow, Transition, WorkflowHeader,
-    WorkflowState,
+    DeliveryId, Outgoing, Settlement, StateStore, Transition, WorkflowHeader, WorkflowState,
 };
 use crate::topics;
 use crate::worker::cache::Cache;
 use crate::worker::{backoff, WorkflowInput};
 use infinitic_core::message::{decode_message_within, Message, ParentStep};
 use infinitic_core::{
-    replay_with_limits, Applied, CommandId, CommandRecord, Completion, Generation, History,
-    HistoryEvent, Limits, MethodRun, Start, Status, StepOutcome, Timestamp, WorkflowDefinition,
-    WorkflowId, WorkflowInstance,
+    Applied, CommandId, CommandRecord, Completion, Generation, HistoryEvent, Limits, MethodRun,
+    Start, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId, WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,13 +36,13 @@ pub(super) struct Instances {
 
 /// A live instance and the stored version it corresponds to.
 pub(super) struct Live {
-    instance: WorkflowInstance,
-    version: u64,
+    pub(super) instance: WorkflowInstance,
+    pub(super) version: u64,
     /// Which use of the instance's id this is: completions of another generation's commands
     /// are not for it.
-    generation: Generation,
-    workflow: String,
-    parent: Option<ParentStep>,
+    pub(super) generation: Generation,
+    pub(super) workflow: String,
+    pub(super) parent: Option<ParentStep>,
 }
 
 impl Instances {
@@ -369,75 +368,6 @@ impl Instances {
             }
         }
     }
-
-    /// Cold path: replay the stored history with the registered code.
-    fn rebuild(&self, stored: StoredWorkflow) -> Result<Rebuilt, NotApplied> {
-        match &stored.state {
-            WorkflowState::Running => {}
-            // Kept for when the instance is retried after a fix.
-            WorkflowState::Parked(reason) => {
-                return Err(NotApplied::later(format!(
-                    "workflow {} is parked ({reason}); its events wait",
-                    stored.id
-                )))
-            }
-            state if state.is_final() => return Ok(Rebuilt::Done(Effect::Ack)), // late event
-            _ => {
-                return Err(NotApplied::Never(format!(
-                    "event for workflow {} that has not started",
-                    stored.id
-                )))
-            }
-        }
-        let definition = self
-            .definitions
-            .get(&stored.header.workflow)
-            .cloned()
-            .ok_or_else(|| {
-                NotApplied::Never(format!(
-                    "no workflow named `{}` is registered",
-                    stored.header.workflow
-                ))
-            })?;
-        let history = History {
-            workflow_id: stored.id.clone(),
-            generation: stored.header.generation,
-            workflow: stored.header.workflow.clone(),
-            method: stored.header.method.clone(),
-            input: stored.header.input.clone(),
-            started_at: stored.header.started_at,
-            events: stored.history,
-        };
-        // The event that found the instance unable to go on is kept, not consumed.
-        let parked = |reason: String| NotApplied::Later {
-            park: Some(Box::new(protocol::park(
-                &stored.id,
-                stored.version,
-                &reason,
-            ))),
-            reason: format!("workflow {} parked: {reason}", stored.id),
-        };
-        let replayed = match replay_with_limits(&*definition, &history, self.limits) {
-            Ok(replayed) => replayed,
-            Err(error) => return Err(parked(error.to_string())),
-        };
-        match replayed.status {
-            Status::Running => Ok(Rebuilt::Live(
-                Box::new(Live {
-                    instance: replayed.instance,
-                    version: stored.version,
-                    generation: stored.header.generation,
-                    workflow: stored.header.workflow,
-                    parent: stored.header.parent,
-                }),
-                replayed.new_commands,
-            )),
-            Status::Parked(reason) => Err(parked(reason.to_string())),
-            Status::Completed(_) => Err(parked(
-                "replay completed the workflow before the end of its history".into(),
-            )),
-        }
-    }
 }
 
 /// A completion meant for another instance that had this id (an earlier one, above all):
@@ -465,11 +395,6 @@ pub(super) struct StartRequest {
     input: Vec<u8>,
     /// The parent step waiting for it, for a child workflow.
     parent: Option<ParentStep>,
-}
-
-pub(super) enum Rebuilt {
-    Live(Box<Live>, Vec<CommandRecord>),
-    Done(Effect),
 }
 
 pub(super) enum Effect {

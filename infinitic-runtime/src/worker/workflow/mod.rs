@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 mod instances;
 mod not_applied;
+mod rebuild;
 
 use instances::Instances;
 
