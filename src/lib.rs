@@ -65,11 +65,12 @@ pub use infinitic_core::{
     WorkflowDefinition, WorkflowFactory, WorkflowId, WorkflowInstance,
 };
 pub use infinitic_runtime::client::{Client, ClientError, WorkflowHandle};
+pub use infinitic_runtime::clock::{self, Clock, WallClock};
 pub use infinitic_runtime::store::{
-    self, sqlite::SqliteStore, StateStore, Transport, WorkflowState,
+    self, memory::MemoryStore, sqlite::SqliteStore, StateStore, Transport, WorkflowState,
 };
 pub use infinitic_runtime::tester::{TestRun, TesterError, WorkflowTester};
-pub use infinitic_runtime::worker::{self, RunningWorker, Worker, WorkerConfig};
+pub use infinitic_runtime::worker::{self, CacheStats, RunningWorker, Worker, WorkerConfig};
 
 /// Turns a trait of `async fn` methods into a service.
 ///
