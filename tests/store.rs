@@ -4,10 +4,11 @@
 //! and acknowledged commits are there after a reopen. The same checks run against the SQLite
 //! store on a real file (both durable modes) and against the in-memory store.
 
+use infinitic::message::MessageId;
 use infinitic::store::memory::MemoryStore;
 use infinitic::store::sqlite::{Durability, OpenMode};
 use infinitic::store::{
-    CommitOutcome, DeliveryId, Outgoing, Settlement, Transition, WorkflowHeader,
+    CommitOutcome, Consumed, DeliveryId, Outgoing, Settlement, Transition, WorkflowHeader,
 };
 use infinitic::{
     Completion, HistoryEvent, MethodRun, SqliteStore, StateStore, StepOutcome, Timestamp,
@@ -126,7 +127,10 @@ fn step(
         state: WorkflowState::Running,
         append: vec![event],
         outbox,
-        consumed,
+        consumed: consumed.map(|delivery| Consumed {
+            message: MessageId::new(format!("test:{delivery}")),
+            delivery,
+        }),
         dead_letter: None,
     }
 }

@@ -128,9 +128,65 @@ impl Message {
         }
     }
 
+    /// The message's id: a function of what it says, so the sender sets it by writing the
+    /// message, and a message published again (by a relay after a crash, or by a sender that
+    /// repeats itself) keeps it. A state store records the ids of the messages its transitions
+    /// consumed, so a redelivered message is recognised whatever the broker calls it.
+    ///
+    /// ```
+    /// use infinitic_core::message::Message;
+    /// use infinitic_core::{CommandId, MethodRun, StepOutcome, Timestamp, WorkflowId};
+    /// let command = CommandId::new(WorkflowId::new("wf"), MethodRun(0), 2);
+    /// let done = Message::command_completed(command, StepOutcome::Canceled, Timestamp::from_millis(1));
+    /// assert_eq!(done.id().as_str(), "done:wf/0/2");
+    /// ```
+    pub fn id(&self) -> MessageId {
+        MessageId(match self {
+            Message::StartWorkflow {
+                workflow_id,
+                generation,
+                ..
+            } => match generation.0 {
+                0 => format!("start:{workflow_id}"),
+                g => format!("start:{workflow_id}@{g}"),
+            },
+            Message::ExecuteTask { task, attempt, .. } => format!("task:{task}#{attempt}"),
+            Message::CommandCompleted { command, .. } => format!("done:{command}"),
+            Message::WorkflowCompleted {
+                workflow_id, run, ..
+            } => {
+                format!("completed:{workflow_id}/{run}")
+            }
+        })
+    }
+
     /// Encodes this message into its envelope (see [`encode_message`]).
     pub fn encode(&self) -> Vec<u8> {
         encode_message(self)
+    }
+}
+
+/// The id of a message (see [`Message::id`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// An id given by hand (messages that are not [`Message`]s, tests); a message's own id is
+    /// [`Message::id`].
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -326,5 +382,37 @@ mod tests {
             decode_message(&[MAGIC, PROTOCOL_VERSION, 0xc1]),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    /// Ids are part of what is stored (consumed-message records): they must never change for
+    /// a message that earlier builds sent.
+    #[test]
+    fn message_ids_are_functions_of_the_message_and_stay_as_they_are() {
+        let command = CommandId::new(WorkflowId::new("wf"), MethodRun(0), 4);
+        let later = command.clone().in_generation(Generation(2));
+        let ids = [
+            (sample(), "task:wf-1/0/7#1"),
+            (
+                Message::start_workflow(WorkflowId::new("wf"), "W", "run", vec![], None, true),
+                "start:wf",
+            ),
+            (
+                Message::command_completed(
+                    command,
+                    StepOutcome::Canceled,
+                    Timestamp::from_millis(1),
+                ),
+                "done:wf/0/4",
+            ),
+            (
+                Message::command_completed(later, StepOutcome::Canceled, Timestamp::from_millis(1)),
+                "done:wf@2/0/4",
+            ),
+        ];
+        for (message, id) in ids {
+            assert_eq!(message.id().as_str(), id);
+            let again = decode_message(&encode_message(&message)).unwrap();
+            assert_eq!(again.id(), message.id(), "the same after a round trip");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! instance. Workers and the client decide *what* happens; this module says how it looks on
 //! the wire and in the store, so a second backend or a new message changes one file.
 
-use crate::store::{DeliveryId, Outgoing, Transition, WorkflowHeader, WorkflowState};
+use crate::store::{Consumed, Outgoing, Transition, WorkflowHeader, WorkflowState};
 use crate::topics;
 use infinitic_core::message::{Message, ParentStep};
 use infinitic_core::{
@@ -129,7 +129,7 @@ pub(crate) fn step(
     state: WorkflowState,
     append: Vec<HistoryEvent>,
     outbox: Vec<Outgoing>,
-    consumed: DeliveryId,
+    consumed: Consumed,
 ) -> Transition {
     Transition {
         workflow_id: id.clone(),
@@ -152,7 +152,7 @@ pub(crate) fn failed_start(
     header: WorkflowHeader,
     reason: String,
     outcome: StepOutcome,
-    consumed: DeliveryId,
+    consumed: Consumed,
 ) -> Transition {
     let outbox = header
         .parent

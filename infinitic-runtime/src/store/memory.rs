@@ -200,9 +200,8 @@ impl Contents {
 
     /// Applies one transition whole, or nothing of it on a conflict (the checks come first).
     fn apply(&mut self, t: &Transition, now: Timestamp) -> (CommitOutcome, bool) {
-        let consumed_gone = t
-            .consumed
-            .is_some_and(|id| !self.messages.contains_key(&id));
+        let consumed = t.consumed.as_ref().map(|c| c.delivery);
+        let consumed_gone = consumed.is_some_and(|id| !self.messages.contains_key(&id));
         let current = self.workflows.get(&t.workflow_id).map(|w| w.version);
         let fits = match (t.expected_version, current) {
             (0, None) => t.header.is_some(),
@@ -212,7 +211,7 @@ impl Contents {
         if !fits || consumed_gone {
             return (CommitOutcome::Conflict, false);
         }
-        if let Some(id) = t.consumed {
+        if let Some(id) = consumed {
             match &t.dead_letter {
                 Some(reason) => {
                     self.dead_letter(id, reason);

@@ -11,7 +11,7 @@
 pub mod memory;
 pub mod sqlite;
 
-use infinitic_core::message::ParentStep;
+use infinitic_core::message::{MessageId, ParentStep};
 use infinitic_core::{Generation, HistoryEvent, Payload, Timestamp, WorkflowId};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -183,11 +183,21 @@ pub struct Transition {
     pub append: Vec<HistoryEvent>,
     /// Messages to publish with the change.
     pub outbox: Vec<Outgoing>,
-    /// The message this change consumed: removed in the same commit.
-    pub consumed: Option<DeliveryId>,
+    /// The message this change consumed: removed (or recorded as consumed) in the same commit.
+    pub consumed: Option<Consumed>,
     /// Set when the consumed message could not be processed: it is moved to the dead letters
     /// with this reason instead of being deleted.
     pub dead_letter: Option<String>,
+}
+
+/// A consumed message: its id (what a state store records, so a redelivery is recognised)
+/// and the delivery it came in (what its transport settles).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consumed {
+    /// The message's id ([`infinitic_core::message::Message::id`]).
+    pub message: MessageId,
+    /// The transport's delivery of it.
+    pub delivery: DeliveryId,
 }
 
 /// The result of one transition of a batch.

@@ -8,7 +8,7 @@ mod workflow;
 pub use cache::CacheStats;
 
 use crate::clock::{Clock, WallClock};
-use crate::store::{Delivery, DeliveryId, StateStore, Transport};
+use crate::store::{Consumed, Delivery, StateStore, Transport};
 use infinitic_core::{
     CommandId, Limits, RetryPolicy, Service, StepOutcome, Timestamp, Workflow, WorkflowDefinition,
     WorkflowFactory,
@@ -29,7 +29,7 @@ pub(crate) enum WorkflowInput {
     /// commit.
     TaskDone {
         /// The task's message.
-        task: DeliveryId,
+        task: Consumed,
         /// The workflow (by name) that issued the command.
         workflow: String,
         /// The command it carried out.

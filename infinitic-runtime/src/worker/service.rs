@@ -7,7 +7,7 @@ use super::{
     WorkflowInput,
 };
 use crate::protocol;
-use crate::store::{Delivery, DeliveryId, Outgoing, Settlement, Transport};
+use crate::store::{Consumed, Delivery, DeliveryId, Outgoing, Settlement, Transport};
 use crate::topics;
 use infinitic_core::message::{decode_message_within, Message};
 use infinitic_core::task::{TaskInfo, WithTask};
@@ -109,7 +109,8 @@ pub(super) async fn run<T: Transport>(
 enum TaskEnd {
     /// Tell the workflow; also dead-letter the task message when `dead_letter` is set.
     Reply {
-        delivery: DeliveryId,
+        /// The task message: consumed by the transition that applies the outcome.
+        task: Consumed,
         workflow: String,
         command: CommandId,
         outcome: StepOutcome,
@@ -169,6 +170,10 @@ async fn execute(
             }
         }
     };
+    let consumed = Consumed {
+        message: message.id(),
+        delivery: delivery.id,
+    };
     let Message::ExecuteTask {
         task,
         workflow,
@@ -188,7 +193,7 @@ async fn execute(
     span.record("method", method.as_str());
     span.record("task", field::display(&task));
     let reply = |outcome: StepOutcome, dead_letter: Option<String>| TaskEnd::Reply {
-        delivery: delivery.id,
+        task: consumed.clone(),
         workflow: workflow.clone(),
         command: task.clone(),
         outcome,
@@ -272,16 +277,17 @@ async fn execute(
 async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end: TaskEnd) {
     let settlement = match end {
         TaskEnd::Reply {
-            delivery,
+            task,
             workflow,
             command,
             outcome,
             at,
             dead_letter: None,
         } => {
+            let delivery = task.delivery;
             if let Some((_, sender)) = local.filter(|(names, _)| names.contains(&workflow)) {
                 let input = WorkflowInput::TaskDone {
-                    task: delivery,
+                    task,
                     workflow: workflow.clone(),
                     command,
                     outcome,
@@ -306,14 +312,14 @@ async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end
             }
         }
         TaskEnd::Reply {
-            delivery,
+            task,
             workflow,
             command,
             outcome,
             at,
             dead_letter: Some(reason),
         } => Settlement::DeadLetter {
-            delivery,
+            delivery: task.delivery,
             reason,
             publish: vec![protocol::completion(&workflow, &command, outcome, at, at)],
         },

@@ -54,7 +54,7 @@ impl Encoded {
             header,
             events,
             outbox: t.outbox,
-            consumed: t.consumed,
+            consumed: t.consumed.as_ref().map(|c| c.delivery),
             dead_letter: t.dead_letter,
         })
     }

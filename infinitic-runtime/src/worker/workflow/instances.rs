@@ -7,6 +7,7 @@ use super::rebuild::Rebuilt;
 use super::{Batch, FIRST_VERSION, HOLD_BASE};
 use crate::clock::Clock;
 use crate::protocol;
+use crate::store::Consumed;
 use crate::store::{
     DeliveryId, Outgoing, Settlement, StateStore, Transition, WorkflowHeader, WorkflowState,
 };
@@ -61,10 +62,10 @@ impl Instances {
                 at,
             } => {
                 let applied = self
-                    .complete(store, task, command.clone(), outcome.clone(), at)
+                    .complete(store, task.clone(), command.clone(), outcome.clone(), at)
                     .await;
                 let settlement = match applied {
-                    Ok(effect) => effect.settle(task, batch),
+                    Ok(effect) => effect.settle(task.delivery, batch),
                     // The outcome is only in memory: keep it as an event on the store, with
                     // the task message's removal.
                     Err(NotApplied::Later { reason, park }) => {
@@ -78,12 +79,12 @@ impl Instances {
                             self.clock.now() + HOLD_BASE,
                         );
                         Some(Settlement::Ack {
-                            delivery: task,
+                            delivery: task.delivery,
                             publish: vec![event],
                         })
                     }
                     Err(NotApplied::Never(reason)) => Some(Settlement::DeadLetter {
-                        delivery: task,
+                        delivery: task.delivery,
                         reason,
                         publish: Vec::new(),
                     }),
@@ -91,22 +92,32 @@ impl Instances {
                 batch.settlements.extend(settlement);
             }
             WorkflowInput::Event(delivery) => {
-                let (id, applied) = match decode_message_within(&delivery.payload, &self.limits) {
+                let decoded = decode_message_within(&delivery.payload, &self.limits).map(|m| {
+                    let consumed = Consumed {
+                        message: m.id(),
+                        delivery: delivery.id,
+                    };
+                    (consumed, m)
+                });
+                let (id, applied) = match decoded {
                     Err(error) => (
                         None,
                         Err(NotApplied::Never(format!(
                             "undecodable workflow message: {error}"
                         ))),
                     ),
-                    Ok(Message::StartWorkflow {
-                        workflow_id,
-                        generation,
-                        workflow,
-                        method,
-                        input,
-                        parent,
-                        pending,
-                    }) => {
+                    Ok((
+                        consumed,
+                        Message::StartWorkflow {
+                            workflow_id,
+                            generation,
+                            workflow,
+                            method,
+                            input,
+                            parent,
+                            pending,
+                        },
+                    )) => {
                         // On a redelivery, look the instance up: it may have started already.
                         let pending = pending && delivery.attempt == 1;
                         let start = StartRequest {
@@ -117,29 +128,26 @@ impl Instances {
                             input,
                             parent,
                         };
-                        let started = self.start(store, delivery.id, pending, start).await;
+                        let started = self.start(store, consumed, pending, start).await;
                         (Some(workflow_id), started)
                     }
-                    Ok(Message::CommandCompleted {
-                        command,
-                        outcome,
-                        at,
-                    }) => {
+                    Ok((
+                        consumed,
+                        Message::CommandCompleted {
+                            command,
+                            outcome,
+                            at,
+                        },
+                    )) => {
                         let id = command.workflow.clone();
                         let completed = match refuse(&outcome, &self.limits) {
-                            None => {
-                                self.complete(store, delivery.id, command, outcome, at)
-                                    .await
-                            }
+                            None => self.complete(store, consumed, command, outcome, at).await,
                             // The workflow learns of it; the message goes to the dead letters.
                             Some(reason) => {
                                 let invalid = StepOutcome::Invalid {
                                     reason: reason.clone(),
                                 };
-                                match self
-                                    .complete(store, delivery.id, command, invalid, at)
-                                    .await
-                                {
+                                match self.complete(store, consumed, command, invalid, at).await {
                                     Ok(Effect::Transition(mut t)) => {
                                         t.dead_letter = Some(reason);
                                         Ok(Effect::Transition(t))
@@ -189,7 +197,7 @@ impl Instances {
     async fn start<S: StateStore>(
         &mut self,
         store: &S,
-        consumed: DeliveryId,
+        consumed: Consumed,
         pending: bool,
         StartRequest {
             id,
@@ -235,7 +243,7 @@ impl Instances {
                 header.clone(),
                 reason,
                 outcome,
-                consumed,
+                consumed.clone(),
             );
             Effect::transition(failed)
         };
@@ -296,7 +304,7 @@ impl Instances {
     async fn complete<S: StateStore>(
         &mut self,
         store: &S,
-        consumed: DeliveryId,
+        consumed: Consumed,
         command: CommandId,
         outcome: StepOutcome,
         at: infinitic_core::Timestamp,
@@ -431,7 +439,7 @@ impl Live {
         append: Vec<HistoryEvent>,
         commands: &[CommandRecord],
         status: &Status,
-        (consumed, at): (DeliveryId, Timestamp),
+        (consumed, at): (Consumed, Timestamp),
     ) -> Transition {
         let run = MethodRun(0);
         let mut outbox: Vec<Outgoing> = commands

@@ -117,7 +117,7 @@ pub(super) async fn run<S: Transport + StateStore>(
         let consumed: Vec<DeliveryId> = batch
             .transitions
             .iter()
-            .filter_map(|t| t.consumed)
+            .filter_map(|t| t.consumed.as_ref().map(|c| c.delivery))
             .collect();
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break;
