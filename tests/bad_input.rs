@@ -7,8 +7,8 @@ use infinitic::prelude::*;
 use infinitic::store::sqlite::{Durability, OpenMode};
 use infinitic::store::{Outgoing, StoreError};
 use infinitic::{
-    Client, ClientError, CommandId, MethodRun, SqliteStore, StateStore, Timestamp, Transport,
-    Worker, WorkerConfig, WorkflowCall, WorkflowId, WorkflowState,
+    Client, ClientError, CommandId, MethodRun, SqliteStore, Timestamp, Transport, Worker,
+    WorkerConfig, WorkflowCall, WorkflowId, WorkflowState,
 };
 use std::path::PathBuf;
 use std::time::Duration;

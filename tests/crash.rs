@@ -10,6 +10,7 @@
 
 use infinitic::prelude::*;
 use infinitic::store::sqlite::OpenMode;
+use infinitic::Transport;
 use infinitic::{
     Client, Command, HistoryEvent, SqliteStore, StateStore, Worker, WorkerConfig, WorkflowId,
     WorkflowState,

@@ -9,7 +9,7 @@
 use infinitic::prelude::*;
 use infinitic::store::sqlite::OpenMode;
 use infinitic::store::{
-    Activity, CommitOutcome, DeadLetter, DeliveryId, Finished, Outgoing, Pending, Received,
+    Activity, CommitOutcome, DeadLetter, Finished, LocalHandoff, Outgoing, Pending, Received,
     Settlement, StoreError, StoredWorkflow, Transition,
 };
 use infinitic::{
@@ -113,8 +113,11 @@ impl Transport for FlakyLoads {
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), StoreError> {
         self.store.settle(settlements).await
     }
-    async fn reserve_ids(&self, count: u32) -> Result<std::ops::Range<DeliveryId>, StoreError> {
-        self.store.reserve_ids(count).await
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.store.dead_letters(limit).await
+    }
+    fn local_handoff(&self) -> Option<&dyn LocalHandoff> {
+        self.store.local_handoff()
     }
     fn activity(&self) -> Activity {
         self.store.activity()
@@ -138,8 +141,8 @@ impl StateStore for FlakyLoads {
     fn finished(&self) -> Finished {
         self.store.finished()
     }
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.store.dead_letters(limit).await
+    fn settles_on_commit(&self) -> bool {
+        self.store.settles_on_commit()
     }
 }
 

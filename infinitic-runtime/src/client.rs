@@ -3,9 +3,7 @@
 
 use crate::clock::{Clock, WallClock};
 use crate::protocol;
-use crate::store::{
-    CommitOutcome, StateStore, StoreError, Transport, WorkflowHeader, WorkflowState,
-};
+use crate::store::{CommitOutcome, StateStore, StoreError, WorkflowHeader, WorkflowState};
 use infinitic_core::{EncodeError, Generation, LimitError, Limits, WorkflowCall, WorkflowId};
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -74,7 +72,7 @@ pub struct Client<S> {
     clock: Arc<dyn Clock>,
 }
 
-impl<S: Transport + StateStore + Clone> Client<S> {
+impl<S: StateStore + Clone> Client<S> {
     /// A client on `store`.
     pub fn new(store: S) -> Self {
         Self {
@@ -187,7 +185,7 @@ pub struct WorkflowHandle<R, S> {
     _result: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned, S: Transport + StateStore + Clone> WorkflowHandle<R, S> {
+impl<R: DeserializeOwned, S: StateStore + Clone> WorkflowHandle<R, S> {
     /// The instance's id: keep it to find the instance again, from any process.
     pub fn id(&self) -> &WorkflowId {
         &self.id

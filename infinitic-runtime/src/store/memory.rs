@@ -5,13 +5,14 @@
 //! and the `WorkflowTester` run on, and the proof that the traits do not assume SQLite.
 
 use super::{
-    Activity, CommitOutcome, DeadLetter, Delivery, DeliveryId, Finished, Outgoing, Pending,
-    Received, Settlement, StateStore, StoreError, StoredWorkflow, Transition, Transport,
-    WorkflowHeader, WorkflowState,
+    Activity, BoxFuture, CommitOutcome, DeadLetter, Delivery, DeliveryId, Finished, LocalHandoff,
+    Outgoing, Pending, Received, Settlement, StateStore, StoreError, StoredWorkflow, Transition,
+    Transport, WorkflowHeader, WorkflowState,
 };
 use crate::clock::{Clock, WallClock};
 use infinitic_core::{HistoryEvent, Timestamp, WorkflowId};
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -332,15 +333,35 @@ impl Transport for MemoryStore {
         Ok(())
     }
 
-    async fn reserve_ids(&self, count: u32) -> Result<std::ops::Range<DeliveryId>, StoreError> {
-        let mut contents = self.contents();
-        let first = contents.last_id + 1;
-        contents.last_id += i64::from(count.max(1));
-        Ok(first..contents.last_id + 1)
-    }
-
     fn activity(&self) -> Activity {
         Activity::new(self.shared.commits.subscribe())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let contents = self.contents();
+        Ok(contents
+            .dead_letters
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn local_handoff(&self) -> Option<&dyn LocalHandoff> {
+        Some(self)
+    }
+}
+
+impl LocalHandoff for MemoryStore {
+    fn reserve_ids(&self, count: u32) -> BoxFuture<'_, Result<Range<DeliveryId>, StoreError>> {
+        let reserved = {
+            let mut contents = self.contents();
+            let first = contents.last_id + 1;
+            contents.last_id += i64::from(count.max(1));
+            first..contents.last_id + 1
+        };
+        Box::pin(async move { Ok(reserved) })
     }
 }
 
@@ -375,15 +396,8 @@ impl StateStore for MemoryStore {
         Finished::new(self.shared.finished.subscribe())
     }
 
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let contents = self.contents();
-        Ok(contents
-            .dead_letters
-            .iter()
-            .rev()
-            .take(limit)
-            .cloned()
-            .collect())
+    fn settles_on_commit(&self) -> bool {
+        true
     }
 }
 
@@ -466,7 +480,12 @@ mod tests {
     #[tokio::test]
     async fn reserved_ids_are_never_handed_out_again() {
         let store = MemoryStore::new();
-        let ids = store.reserve_ids(10).await.unwrap();
+        let ids = store
+            .local_handoff()
+            .unwrap()
+            .reserve_ids(10)
+            .await
+            .unwrap();
         assert_eq!(ids, 1..11);
         store
             .publish(vec![message("t", 1, store.now())])

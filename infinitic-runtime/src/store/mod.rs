@@ -15,6 +15,7 @@ use infinitic_core::message::{MessageId, ParentStep};
 use infinitic_core::{Generation, HistoryEvent, Payload, Timestamp, WorkflowId};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::ops::Range;
 use std::time::Duration;
 
 /// Identifies one delivered message until it is settled.
@@ -100,6 +101,17 @@ pub enum Settlement {
         /// Messages published with the move.
         publish: Vec<Outgoing>,
     },
+}
+
+impl Settlement {
+    /// The delivery it settles.
+    pub fn delivery(&self) -> DeliveryId {
+        match self {
+            Settlement::Ack { delivery, .. }
+            | Settlement::Retry { delivery, .. }
+            | Settlement::DeadLetter { delivery, .. } => *delivery,
+        }
+    }
 }
 
 /// A batch of leased messages and when the next delayed one becomes visible.
@@ -327,15 +339,43 @@ pub trait Transport: Send + Sync + 'static {
         settlements: Vec<Settlement>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Reserves `count` message ids for [`Outgoing::id`]: no other message will get them.
-    fn reserve_ids(
-        &self,
-        count: u32,
-    ) -> impl Future<Output = Result<std::ops::Range<DeliveryId>, StoreError>> + Send;
-
     /// A subscription to commits made through this handle's process: lets consumers sleep
     /// until there may be something new instead of polling fast.
     fn activity(&self) -> Activity;
+
+    /// Dead-lettered messages, newest first.
+    fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+
+    /// The in-memory hand-off this transport offers, if any (see [`LocalHandoff`]). A
+    /// transport that is not also the state store has none.
+    fn local_handoff(&self) -> Option<&dyn LocalHandoff> {
+        None
+    }
+}
+
+/// What a backend that is both transport and state store (the embedded stores) offers so a
+/// worker hands a task to a service worker of its own process right after the commit that
+/// records it: message ids reserved ahead, so the task can be handed over before that commit
+/// has finished, its message stored already leased ([`Outgoing::local_lease`]). An
+/// optimisation of those backends, not something a transport must do.
+pub trait LocalHandoff: Send + Sync {
+    /// Reserves `count` ids for [`Outgoing::id`]: no other message will get them.
+    fn reserve_ids(&self, count: u32) -> BoxFuture<'_, Result<Range<DeliveryId>, StoreError>>;
+}
+
+/// A boxed future, for the trait objects above.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A message waiting in a state store's outbox to be published (see [`StateStore::outbox`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its place in the outbox, to clear it once published.
+    pub id: u64,
+    /// The message.
+    pub message: Outgoing,
 }
 
 /// Wakes consumers when this process commits something. Create it before looking for work,
@@ -379,11 +419,30 @@ pub trait StateStore: Send + Sync + 'static {
     /// A subscription to instances reaching a final state through this process's commits.
     fn finished(&self) -> Finished;
 
-    /// Dead-lettered messages, newest first: (topic, reason, payload).
-    fn dead_letters(
+    /// Whether a commit also settles the transport: the store is the transport (the embedded
+    /// stores), so a commit publishes its outbox and removes (or dead-letters) the consumed
+    /// message itself. Otherwise a worker publishes the outbox through a relay
+    /// ([`Self::outbox`]) and settles consumed messages on the transport after the commit.
+    fn settles_on_commit(&self) -> bool {
+        false
+    }
+
+    /// Up to `max` messages committed in outboxes and not yet published, oldest first.
+    /// Empty for stores that publish in the commit itself.
+    fn outbox(
         &self,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send {
+        let _ = max;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Forgets outbox entries once they are published (publishing again after a crash is
+    /// harmless: message ids do not change, and consumers recognise what they consumed).
+    fn clear_outbox(&self, ids: Vec<u64>) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = ids;
+        async { Ok(()) }
+    }
 }
 
 /// The answer to an operation already submitted to the store.

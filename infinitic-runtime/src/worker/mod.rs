@@ -102,7 +102,9 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Hosts service and workflow workers on one store.
+/// Hosts service and workflow workers on a transport (messages) and a state store (workflow
+/// state): one embedded store that is both ([`Worker::new`]), or two backends
+/// ([`Worker::with_backends`]).
 ///
 /// ```no_run
 /// # async fn demo(store: infinitic_runtime::store::sqlite::SqliteStore) {
@@ -111,14 +113,17 @@ impl Default for WorkerConfig {
 /// running.shutdown().await;
 /// # }
 /// ```
-pub struct Worker<S> {
+pub struct Worker<T, S = T> {
+    transport: T,
     store: S,
+    /// Built on one embedded store that is both transport and state store.
+    combined: bool,
     services: BTreeMap<String, Arc<dyn Service>>,
     workflows: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
     config: WorkerConfig,
 }
 
-impl<S> std::fmt::Debug for Worker<S> {
+impl<T, S> std::fmt::Debug for Worker<T, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
             .field("services", &self.services.keys().collect::<Vec<_>>())
@@ -128,11 +133,29 @@ impl<S> std::fmt::Debug for Worker<S> {
     }
 }
 
-impl<S: Transport + StateStore + Clone> Worker<S> {
-    /// A worker with nothing registered and the default configuration.
+impl<S: Transport + StateStore + Clone> Worker<S, S> {
+    /// A worker on an embedded store, which is both transport and state store: a commit
+    /// publishes and settles in the same transaction, and a task for a service of this worker
+    /// is handed over in memory. Nothing registered yet, default configuration.
     pub fn new(store: S) -> Self {
+        Self::on(store.clone(), store, true)
+    }
+}
+
+impl<T: Transport, S: StateStore> Worker<T, S> {
+    /// A worker whose messages travel on `transport` and whose workflow state lives in
+    /// `store`, a state store that does not settle messages itself
+    /// ([`StateStore::settles_on_commit`] is false): a relay publishes what its commits put in
+    /// the outbox, and consumed messages are settled on the transport after their commit.
+    pub fn with_backends(transport: T, store: S) -> Self {
+        Self::on(transport, store, false)
+    }
+
+    fn on(transport: T, store: S, combined: bool) -> Self {
         Self {
+            transport,
             store,
+            combined,
             services: BTreeMap::new(),
             workflows: BTreeMap::new(),
             config: WorkerConfig::default(),
@@ -169,7 +192,7 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
         crate::logging::install_panic_hook();
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let store = Arc::new(self.store);
+        let (transport, store) = (Arc::new(self.transport), Arc::new(self.store));
         let local_services: BTreeSet<String> = self.services.keys().cloned().collect();
         let local_workflows: BTreeSet<String> = self.workflows.keys().cloned().collect();
         let (task_sender, task_rx) = WorkSender::channel();
@@ -179,7 +202,7 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
         let cache = Arc::new(cache::CacheCounters::new(self.config.cache_capacity));
         if !self.services.is_empty() {
             tasks.spawn(service::run(
-                Arc::clone(&store),
+                Arc::clone(&transport),
                 self.services,
                 self.config.clone(),
                 stopped.clone(),
@@ -189,7 +212,11 @@ impl<S: Transport + StateStore + Clone> Worker<S> {
         }
         if !self.workflows.is_empty() {
             tasks.spawn(workflow::run(
-                store,
+                workflow::Backends {
+                    transport,
+                    store,
+                    combined: self.combined,
+                },
                 self.workflows,
                 self.config,
                 stopped,

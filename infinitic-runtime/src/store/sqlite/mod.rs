@@ -32,14 +32,15 @@ mod writer;
 pub use stats::StoreStats;
 
 use super::{
-    Activity, CommitOutcome, DeadLetter, DeliveryId, Finished, Outgoing, Pending, Received,
-    Settlement, StateStore, StoreError, StoredWorkflow, Transition, Transport,
+    Activity, BoxFuture, CommitOutcome, DeadLetter, DeliveryId, Finished, LocalHandoff, Outgoing,
+    Pending, Received, Settlement, StateStore, StoreError, StoredWorkflow, Transition, Transport,
 };
 use crate::clock::{Clock, WallClock};
 use infinitic_core::{Timestamp, WorkflowId};
 use rusqlite::{Connection, ErrorCode};
 use schema::open_connection;
 use stats::Counters;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, OnceLock};
@@ -270,12 +271,22 @@ impl Transport for SqliteStore {
         self.call(|r| Op::Settle(settlements, r)).await
     }
 
-    async fn reserve_ids(&self, count: u32) -> Result<std::ops::Range<DeliveryId>, StoreError> {
-        self.call(|r| Op::ReserveIds(count, r)).await
-    }
-
     fn activity(&self) -> Activity {
         Activity::new(self.inner.commits.clone())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.call(|r| Op::DeadLetters(limit, r)).await
+    }
+
+    fn local_handoff(&self) -> Option<&dyn LocalHandoff> {
+        Some(self)
+    }
+}
+
+impl LocalHandoff for SqliteStore {
+    fn reserve_ids(&self, count: u32) -> BoxFuture<'_, Result<Range<DeliveryId>, StoreError>> {
+        Box::pin(self.call(move |r| Op::ReserveIds(count, r)))
     }
 }
 
@@ -305,8 +316,8 @@ impl StateStore for SqliteStore {
         Finished::new(self.inner.finished.subscribe())
     }
 
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.call(|r| Op::DeadLetters(limit, r)).await
+    fn settles_on_commit(&self) -> bool {
+        true
     }
 }
 

@@ -8,8 +8,8 @@
 use super::cache::{Cache, CacheCounters};
 use super::{lease_loop, warn_throttled, WorkReceiver, WorkSender, WorkerConfig, WorkflowInput};
 use crate::store::{
-    CommitOutcome, Delivery, DeliveryId, Settlement, StateStore, Transition, Transport,
-    WorkflowState,
+    CommitOutcome, Consumed, Delivery, DeliveryId, LocalHandoff, Settlement, StateStore,
+    Transition, Transport, WorkflowState,
 };
 use crate::topics;
 use infinitic_core::{WorkflowDefinition, WorkflowId};
@@ -51,8 +51,22 @@ impl WorkflowInput {
 /// Services hosted by this process, and where their tasks go.
 pub(super) type LocalServices = (BTreeSet<String>, WorkSender<Delivery>);
 
-pub(super) async fn run<S: Transport + StateStore>(
-    store: Arc<S>,
+/// The backends a workflow worker runs on.
+pub(super) struct Backends<T, S> {
+    pub(super) transport: Arc<T>,
+    pub(super) store: Arc<S>,
+    /// The store is the transport (an embedded store): its commits publish and settle, and it
+    /// may offer the in-memory hand-off of tasks. Otherwise a relay publishes the outbox and
+    /// consumed messages are settled on the transport after their commit.
+    pub(super) combined: bool,
+}
+
+pub(super) async fn run<T: Transport, S: StateStore>(
+    Backends {
+        transport,
+        store,
+        combined,
+    }: Backends<T, S>,
     definitions: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
     config: WorkerConfig,
     stop: watch::Receiver<bool>,
@@ -61,8 +75,24 @@ pub(super) async fn run<S: Transport + StateStore>(
     cache: Arc<CacheCounters>,
 ) {
     let batch_size = config.workflow_batch.max(1);
+    let relay = (!combined).then(|| {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let (finish, finished) = watch::channel(false);
+        let task = tokio::spawn(relay_outbox(
+            Arc::clone(&transport),
+            Arc::clone(&store),
+            Arc::clone(&notify),
+            config.poll_interval,
+            finished,
+        ));
+        (notify, finish, task)
+    });
+    let handoff = combined
+        .then(|| transport.local_handoff())
+        .flatten()
+        .is_some();
     let receiver = tokio::spawn(lease_loop(
-        Arc::clone(&store),
+        Arc::clone(&transport),
         definitions.keys().map(|w| topics::workflow(w)).collect(),
         config.workflow_lease,
         config.poll_interval,
@@ -73,8 +103,8 @@ pub(super) async fn run<S: Transport + StateStore>(
         WorkflowInput::Event,
     ));
     let (local_services, task_sender) = match local {
-        Some((names, sender)) => (names, Some(sender)),
-        None => (BTreeSet::new(), None),
+        Some((names, sender)) if handoff => (names, Some(sender)),
+        _ => (BTreeSet::new(), None),
     };
     let mut instances = Instances {
         definitions,
@@ -108,16 +138,25 @@ pub(super) async fn run<S: Transport + StateStore>(
                 .await;
             span.in_scope(|| batch.log_since(seen));
         }
-        let handoffs = assign_local_ids(&*store, &mut ids, &mut batch.transitions).await;
+        let handoffs = match transport.local_handoff().filter(|_| handoff) {
+            Some(handoff) => assign_local_ids(handoff, &mut ids, &mut batch.transitions).await,
+            None => Vec::new(),
+        };
         let keys: Vec<WorkflowId> = batch
             .transitions
             .iter()
             .map(|t| t.workflow_id.clone())
             .collect();
-        let consumed: Vec<DeliveryId> = batch
+        // What each transition consumed: settled on the transport after the commit, unless
+        // the commit itself does it.
+        let consumed: Vec<Option<Settlement>> = batch
             .transitions
             .iter()
-            .filter_map(|t| t.consumed.as_ref().map(|c| c.delivery))
+            .map(|t| {
+                t.consumed
+                    .as_ref()
+                    .map(|c| settlement_of(c, &t.dead_letter))
+            })
             .collect();
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break;
@@ -134,17 +173,31 @@ pub(super) async fn run<S: Transport + StateStore>(
                 let _ = sender.send(task);
             }
         }
-        let (store, conflicts_tx) = (Arc::clone(&store), conflicts_tx.clone());
+        let (transport, conflicts_tx) = (Arc::clone(&transport), conflicts_tx.clone());
+        let relayed = relay.as_ref().map(|(notify, ..)| Arc::clone(notify));
         let clock = Arc::clone(&config.clock);
         let mut settlements = batch.settlements;
         tokio::spawn(async move {
             let conflicted: Vec<WorkflowId> = match committed.await {
-                Ok(outcomes) => keys
-                    .into_iter()
-                    .zip(outcomes)
-                    .filter(|(_, outcome)| *outcome == CommitOutcome::Conflict)
-                    .map(|(key, _)| key)
-                    .collect(),
+                Ok(outcomes) => {
+                    if !combined {
+                        let committed = outcomes.iter().map(|o| *o == CommitOutcome::Committed);
+                        settlements.extend(
+                            consumed
+                                .iter()
+                                .zip(committed)
+                                .filter_map(|(settle, done)| settle.clone().filter(|_| done)),
+                        );
+                    }
+                    if let Some(relay) = &relayed {
+                        relay.notify_one();
+                    }
+                    keys.into_iter()
+                        .zip(outcomes)
+                        .filter(|(_, outcome)| *outcome == CommitOutcome::Conflict)
+                        .map(|(key, _)| key)
+                        .collect()
+                }
                 Err(error) => {
                     warn_throttled(&format!("workflow commit: {}", error.kind()), || {
                         format!("commit failed, its events will be delivered again: {error}")
@@ -152,11 +205,12 @@ pub(super) async fn run<S: Transport + StateStore>(
                     // Soon, rather than when their leases expire (a consumed message that did
                     // go with its commit is gone: nothing to deliver again).
                     let at = clock.now() + HOLD_BASE;
-                    settlements.extend(
-                        consumed
-                            .into_iter()
-                            .map(|delivery| Settlement::Retry { delivery, at }),
-                    );
+                    settlements.extend(consumed.into_iter().flatten().map(|settle| {
+                        Settlement::Retry {
+                            delivery: settle.delivery(),
+                            at,
+                        }
+                    }));
                     keys
                 }
             };
@@ -164,7 +218,7 @@ pub(super) async fn run<S: Transport + StateStore>(
                 let _ = conflicts_tx.send(conflicted);
             }
             // Acks, holds and dead letters of this batch's events that made no transition.
-            if let Err(error) = store.settle(settlements).await {
+            if let Err(error) = transport.settle(settlements).await {
                 warn_throttled(&format!("workflow settle: {}", error.kind()), || {
                     format!("cannot settle events (their leases bring them back): {error}")
                 });
@@ -177,7 +231,86 @@ pub(super) async fn run<S: Transport + StateStore>(
         .acquire_many(u32::try_from(commits_in_flight).unwrap_or(u32::MAX))
         .await;
     let _ = receiver.await;
+    if let Some((_, finish, relay)) = relay {
+        // Published before the worker returns: what its last commits recorded.
+        let _ = finish.send(true);
+        let _ = relay.await;
+    }
 }
+
+/// How a committed transition's consumed message is settled on a transport that is not the
+/// store: removed, or moved to the dead letters when the transition says so.
+fn settlement_of(consumed: &Consumed, dead_letter: &Option<String>) -> Settlement {
+    match dead_letter {
+        Some(reason) => Settlement::DeadLetter {
+            delivery: consumed.delivery,
+            reason: reason.clone(),
+            publish: Vec::new(),
+        },
+        None => Settlement::Ack {
+            delivery: consumed.delivery,
+            publish: Vec::new(),
+        },
+    }
+}
+
+/// Publishes what commits put in the store's outbox, oldest first, then forgets it: woken by
+/// each commit, and every `poll` for commits of other processes. Once `finish` is set (the
+/// worker's last commit is done), empties the outbox once more and returns. A crash between
+/// publishing and forgetting publishes again, with the same message ids.
+async fn relay_outbox<T: Transport, S: StateStore>(
+    transport: Arc<T>,
+    store: Arc<S>,
+    notify: Arc<tokio::sync::Notify>,
+    poll: Duration,
+    mut finish: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let stopping = *finish.borrow();
+        let relayed = async {
+            let entries = store.outbox(RELAY_BATCH).await?;
+            let count = entries.len();
+            if count > 0 {
+                let ids = entries.iter().map(|e| e.id).collect();
+                transport
+                    .publish(entries.into_iter().map(|e| e.message).collect())
+                    .await?;
+                store.clear_outbox(ids).await?;
+            }
+            Ok::<_, crate::store::StoreError>(count)
+        };
+        let wait = match relayed.await {
+            Ok(RELAY_BATCH) => {
+                failures = 0;
+                continue;
+            }
+            Ok(_) if stopping => return,
+            Ok(_) => {
+                failures = 0;
+                poll
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                warn_throttled(&format!("relay: {}", error.kind()), || {
+                    format!("cannot relay the outbox (it stays there): {error}")
+                });
+                if stopping {
+                    return;
+                }
+                super::backoff(poll, failures)
+            }
+        };
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = super::stopped(&mut finish) => {}
+        }
+    }
+}
+
+/// Outbox entries relayed at a time.
+const RELAY_BATCH: usize = 256;
 
 /// The first wait before an event that could not be applied now is delivered again; it
 /// doubles with each delivery, up to [`super::MAX_BACKOFF`].
@@ -192,8 +325,8 @@ const ID_BLOCK: u32 = 4096;
 /// Gives each task for a local service a reserved message id, and returns those tasks as
 /// deliveries to hand over as soon as their commit is submitted. Without an id (the store
 /// could not reserve one) a task is published for the lease loop instead.
-async fn assign_local_ids<S: Transport>(
-    store: &S,
+async fn assign_local_ids(
+    store: &dyn LocalHandoff,
     ids: &mut Range<DeliveryId>,
     transitions: &mut [Transition],
 ) -> Vec<Delivery> {
