@@ -3,6 +3,7 @@
 
 use infinitic::prelude::*;
 use infinitic::store::memory::MemoryStore;
+use infinitic::store::memory_state::MemoryStateStore;
 use infinitic::store::sqlite::Durability;
 use infinitic::store::sqlite::OpenMode;
 use infinitic::{Client, RetryPolicy, SqliteStore, StateStore, Transport, Worker, WorkerConfig};
@@ -302,4 +303,45 @@ async fn child_workflows_run_on_the_embedded_store_and_report_to_their_parent() 
         assert_eq!(child.result().await.unwrap(), expected);
     }
     worker.shutdown().await;
+}
+
+/// The shape of the distributed deployment, in memory: messages on one backend, workflow state
+/// in another that publishes nothing itself. A relay publishes the state store's outbox,
+/// consumed messages are settled on the transport after their commit, and children, retries
+/// and results work as on one embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_run_on_a_separate_transport_and_state_store() {
+    let (transport, state) = (MemoryStore::new(), MemoryStateStore::new());
+    let flaky = FlakyImpl::default();
+    let worker = Worker::with_backends(transport.clone(), state.clone())
+        .service(FlakyDispatcher::new(flaky.clone()))
+        .workflow(StepsImpl::default)
+        .workflow(ParentImpl::default)
+        .config(config())
+        .start();
+    let client = Client::new(state.clone());
+    let retried = client.dispatch_with_id("steps-0", StepsStub.run(0));
+    let retried = retried.await.unwrap();
+    let parent = client
+        .dispatch_with_id("parent-1", ParentStub.run(100))
+        .await
+        .unwrap();
+    let within = Duration::from_secs(20);
+    let retried = tokio::time::timeout(within, retried.result()).await;
+    assert_eq!(retried.expect("finishes").expect("completes"), "Ok(2)");
+    let parent = tokio::time::timeout(within, parent.result()).await;
+    assert_eq!(parent.expect("finishes").expect("completes"), Ok(121));
+    worker.shutdown().await;
+    // Everything relayed and settled: nothing left in the outbox or on the transport.
+    assert_eq!(state.outbox(10).await.unwrap(), Vec::new());
+    let topics: Vec<String> = ["workflow:Steps", "workflow:Parent", "service:Flaky"]
+        .map(String::from)
+        .into();
+    let left = transport
+        .receive(&topics, 10, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(left.deliveries, Vec::new(), "every message was settled");
+    assert_eq!(left.next_visible_at, None, "nothing waits to be delivered");
+    assert_eq!(transport.dead_letters(10).await.unwrap(), Vec::new());
 }

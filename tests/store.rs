@@ -436,3 +436,137 @@ mod sqlite_fsync {
         super::answers_come_after_the_fsync_of_their_commit(Durability::FullBeforeVisible).await
     }
 }
+
+/// The contract of a state store that is not its own transport (a database beside a broker):
+/// a commit writes state, history and outbox together, compare-and-set on the version, and
+/// records the id of the message it consumed, so the same message consumed again is a
+/// conflict whatever its delivery. Run on the in-memory state store; a database store runs
+/// the same checks.
+mod state_store_alone {
+    use super::{completed, header, message};
+    use infinitic::message::MessageId;
+    use infinitic::store::memory_state::MemoryStateStore;
+    use infinitic::store::{CommitOutcome, Consumed, Outgoing, Transition};
+    use infinitic::{StateStore, WorkflowId, WorkflowState};
+
+    fn consuming(message: &str, delivery: i64) -> Option<Consumed> {
+        Some(Consumed {
+            message: MessageId::new(message),
+            delivery,
+        })
+    }
+
+    fn transition(
+        id: &WorkflowId,
+        version: u64,
+        position: u32,
+        outbox: Vec<Outgoing>,
+        consumed: Option<Consumed>,
+    ) -> Transition {
+        Transition {
+            workflow_id: id.clone(),
+            expected_version: version,
+            header: (version == 0).then(header),
+            state: WorkflowState::Running,
+            append: vec![completed(position)],
+            outbox,
+            consumed,
+            dead_letter: None,
+        }
+    }
+
+    async fn outbox_payloads(store: &impl StateStore) -> Vec<Vec<u8>> {
+        let entries = store.outbox(100).await.unwrap();
+        entries.into_iter().map(|e| e.message.payload).collect()
+    }
+
+    #[tokio::test]
+    async fn a_transition_writes_state_history_and_outbox_together_and_the_outbox_clears() {
+        let store = MemoryStateStore::new();
+        let id = WorkflowId::new("wf-1");
+        let outcomes = store
+            .commit(vec![
+                transition(&id, 0, 0, vec![message("service:A", 1)], None),
+                transition(
+                    &id,
+                    1,
+                    1,
+                    vec![message("service:B", 2)],
+                    consuming("m-1", 7),
+                ),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(outcomes, vec![CommitOutcome::Committed; 2]);
+        let stored = store.load(&id, true).await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.history.len()), (2, 2));
+        assert_eq!(outbox_payloads(&store).await, vec![vec![1], vec![2]]);
+        assert!(!store.settles_on_commit(), "a relay publishes its outbox");
+        let first = store.outbox(1).await.unwrap();
+        store.clear_outbox(vec![first[0].id]).await.unwrap();
+        assert_eq!(outbox_payloads(&store).await, vec![vec![2]]);
+    }
+
+    #[tokio::test]
+    async fn a_stale_version_is_a_conflict_and_writes_nothing() {
+        let store = MemoryStateStore::new();
+        let id = WorkflowId::new("wf-1");
+        store
+            .commit(vec![transition(&id, 0, 0, Vec::new(), None)])
+            .await
+            .unwrap();
+        let stale = transition(&id, 5, 1, vec![message("service:A", 1)], consuming("m", 1));
+        let outcome = store.commit(vec![stale]).await.unwrap();
+        assert_eq!(outcome, vec![CommitOutcome::Conflict]);
+        assert_eq!(store.load(&id, true).await.unwrap().unwrap().version, 1);
+        assert!(outbox_payloads(&store).await.is_empty());
+        // The message was not recorded as consumed: a fresh step may still consume it.
+        let fresh = transition(&id, 1, 1, Vec::new(), consuming("m", 2));
+        let outcome = store.commit(vec![fresh]).await.unwrap();
+        assert_eq!(outcome, vec![CommitOutcome::Committed]);
+    }
+
+    #[tokio::test]
+    async fn a_message_consumed_again_is_recognised_whatever_its_delivery() {
+        let store = MemoryStateStore::new();
+        let id = WorkflowId::new("wf-1");
+        store
+            .commit(vec![
+                transition(&id, 0, 0, Vec::new(), None),
+                transition(&id, 1, 1, Vec::new(), consuming("done:wf-1/0/1", 10)),
+            ])
+            .await
+            .unwrap();
+        // Published again by a relay after a crash: a new delivery of the same message.
+        let again = transition(
+            &id,
+            2,
+            1,
+            vec![message("service:A", 1)],
+            consuming("done:wf-1/0/1", 99),
+        );
+        let outcome = store.commit(vec![again]).await.unwrap();
+        assert_eq!(outcome, vec![CommitOutcome::Conflict]);
+        let stored = store.load(&id, true).await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.history.len()), (2, 2));
+        assert!(outbox_payloads(&store).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn creating_an_instance_twice_is_a_conflict() {
+        let store = MemoryStateStore::new();
+        let id = WorkflowId::new("wf-1");
+        let outcomes = store
+            .commit(vec![
+                transition(&id, 0, 0, Vec::new(), None),
+                transition(&id, 0, 5, vec![message("service:A", 1)], None),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![CommitOutcome::Committed, CommitOutcome::Conflict]
+        );
+        assert!(outbox_payloads(&store).await.is_empty());
+    }
+}

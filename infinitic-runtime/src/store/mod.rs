@@ -9,6 +9,7 @@
 //! consumed message is acked after commit).
 
 pub mod memory;
+pub mod memory_state;
 pub mod sqlite;
 
 use infinitic_core::message::{MessageId, ParentStep};
