@@ -313,7 +313,7 @@ async fn relay_outbox<T: Transport, S: StateStore>(
 const RELAY_BATCH: usize = 256;
 
 /// The first wait before an event that could not be applied now is delivered again; it
-/// doubles with each delivery, up to [`super::MAX_BACKOFF`].
+/// doubles with each delivery, up to `pacing::MAX_BACKOFF`.
 const HOLD_BASE: Duration = Duration::from_millis(200);
 
 /// The version of a newly stored instance (see `StateStore::commit`).
