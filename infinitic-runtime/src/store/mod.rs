@@ -22,7 +22,10 @@ use std::future::Future;
 use std::ops::Range;
 use std::time::Duration;
 
-/// Identifies one delivered message until it is settled.
+/// The transport's handle on one delivered message until it is settled: for the embedded
+/// stores the queue row, for a broker whatever it needs to ack that delivery. Not the
+/// message's own id ([`infinitic_core::message::MessageId`]), which a message published again
+/// keeps while its delivery handle changes.
 pub type DeliveryId = i64;
 
 /// A message to publish.
@@ -38,9 +41,10 @@ pub struct Outgoing {
     pub deliver_at: Timestamp,
     /// `Some(lease)`: the sender processes this message itself, in memory (with [`Self::id`]);
     /// it is stored already leased for `lease`, to be redelivered only if the sender dies.
+    /// Only for transports that offer a [`LocalHandoff`]; workers set it for no other.
     pub local_lease: Option<Duration>,
-    /// An id reserved with [`Transport::reserve_ids`], so the sender can hand the message over
-    /// before the commit that stores it has finished.
+    /// A delivery handle reserved with [`LocalHandoff::reserve_ids`], so the sender can hand
+    /// the message over before the commit that stores it has finished.
     pub id: Option<DeliveryId>,
 }
 

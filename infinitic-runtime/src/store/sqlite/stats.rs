@@ -26,7 +26,7 @@ pub struct StoreStats {
     pub written: u64,
     /// Of those, the ones whose operations were answered: only once they are on disk.
     pub answered_writes: u64,
-    /// Fsyncs of the write-ahead log by the sync thread ([`Durability::Full`]); each covers
+    /// Fsyncs of the write-ahead log by the sync thread ([`super::Durability::Full`]); each covers
     /// every transaction committed before it started.
     pub log_syncs: u64,
 }
