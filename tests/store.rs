@@ -446,13 +446,13 @@ mod state_store_alone {
     use super::{completed, header, message};
     use infinitic::message::MessageId;
     use infinitic::store::memory_state::MemoryStateStore;
-    use infinitic::store::{CommitOutcome, Consumed, Outgoing, Transition};
+    use infinitic::store::{CommitOutcome, Consumed, DeliveryId, Outgoing, Transition};
     use infinitic::{StateStore, WorkflowId, WorkflowState};
 
-    fn consuming(message: &str, delivery: i64) -> Option<Consumed> {
+    fn consuming(message: &str, delivery: u64) -> Option<Consumed> {
         Some(Consumed {
             message: MessageId::new(message),
-            delivery,
+            delivery: DeliveryId::new(delivery),
         })
     }
 

@@ -52,7 +52,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Contents {
     /// The last message id handed out.
-    last_id: DeliveryId,
+    last_id: u64,
     messages: HashMap<DeliveryId, Message>,
     /// Each topic's messages in delivery order: visible at, then id.
     topics: HashMap<String, BTreeSet<(Timestamp, DeliveryId)>>,
@@ -144,10 +144,10 @@ impl Contents {
                 Some(id) => id,
                 None => {
                     self.last_id += 1;
-                    self.last_id
+                    DeliveryId::new(self.last_id)
                 }
             };
-            self.last_id = self.last_id.max(id);
+            self.last_id = self.last_id.max(id.get());
             self.topics
                 .entry(m.topic.clone())
                 .or_default()
@@ -354,11 +354,11 @@ impl Transport for MemoryStore {
 }
 
 impl LocalHandoff for MemoryStore {
-    fn reserve_ids(&self, count: u32) -> BoxFuture<'_, Result<Range<DeliveryId>, StoreError>> {
+    fn reserve_ids(&self, count: u32) -> BoxFuture<'_, Result<Range<u64>, StoreError>> {
         let reserved = {
             let mut contents = self.contents();
             let first = contents.last_id + 1;
-            contents.last_id += i64::from(count.max(1));
+            contents.last_id += u64::from(count.max(1));
             first..contents.last_id + 1
         };
         Box::pin(async move { Ok(reserved) })
@@ -495,6 +495,6 @@ mod tests {
             .receive(&["t".to_string()], 1, Duration::from_secs(1))
             .await
             .unwrap();
-        assert!(!ids.contains(&received.deliveries[0].id));
+        assert!(!ids.contains(&received.deliveries[0].id.get()));
     }
 }

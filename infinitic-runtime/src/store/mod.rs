@@ -26,7 +26,32 @@ use std::time::Duration;
 /// stores the queue row, for a broker whatever it needs to ack that delivery. Not the
 /// message's own id ([`infinitic_core::message::MessageId`]), which a message published again
 /// keeps while its delivery handle changes.
-pub type DeliveryId = i64;
+///
+/// ```
+/// use infinitic_runtime::store::DeliveryId;
+/// let handle = DeliveryId::new(42);
+/// assert_eq!(handle.get(), 42);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId(u64);
+
+impl DeliveryId {
+    /// A handle, as its transport numbers its deliveries.
+    pub const fn new(handle: u64) -> Self {
+        Self(handle)
+    }
+
+    /// The number the transport gave.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// A message to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,7 +301,8 @@ pub trait Transport: Send + Sync + 'static {
 /// optimisation of those backends, not something a transport must do.
 pub trait LocalHandoff: Send + Sync {
     /// Reserves `count` ids for [`Outgoing::id`]: no other message will get them.
-    fn reserve_ids(&self, count: u32) -> BoxFuture<'_, Result<Range<DeliveryId>, StoreError>>;
+    /// The handles are the range's numbers ([`DeliveryId::new`]).
+    fn reserve_ids(&self, count: u32) -> BoxFuture<'_, Result<Range<u64>, StoreError>>;
 }
 
 /// A boxed future, for the trait objects above.

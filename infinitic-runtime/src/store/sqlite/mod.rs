@@ -285,7 +285,7 @@ impl Transport for SqliteStore {
 }
 
 impl LocalHandoff for SqliteStore {
-    fn reserve_ids(&self, count: u32) -> BoxFuture<'_, Result<Range<DeliveryId>, StoreError>> {
+    fn reserve_ids(&self, count: u32) -> BoxFuture<'_, Result<Range<u64>, StoreError>> {
         Box::pin(self.call(move |r| Op::ReserveIds(count, r)))
     }
 }
@@ -319,6 +319,19 @@ impl StateStore for SqliteStore {
     fn settles_on_commit(&self) -> bool {
         true
     }
+}
+
+/// A delivery of the embedded queue is its row.
+impl rusqlite::ToSql for DeliveryId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        // Rows are numbered from 1 up by SQLite: every handle it gave fits.
+        Ok(i64::try_from(self.get()).unwrap_or(i64::MAX).into())
+    }
+}
+
+/// The delivery handle of queue row `row`.
+fn delivery_of(row: i64) -> DeliveryId {
+    DeliveryId::new(u64::try_from(row).unwrap_or(0))
 }
 
 /// An SQLite error as a store error: failures of the environment are transient.

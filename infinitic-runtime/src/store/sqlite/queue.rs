@@ -1,7 +1,7 @@
 //! The queue's SQL: publish, lease, settle, reserve ids, dead letters.
 
 use super::writer::Effects;
-use super::{db, millis, sql_type};
+use super::{db, delivery_of, millis, sql_type};
 use crate::store::{DeadLetter, Delivery, DeliveryId, Outgoing, Received, Settlement, StoreError};
 use infinitic_core::Timestamp;
 use rusqlite::types::ValueRef;
@@ -45,10 +45,7 @@ pub(super) fn insert_messages(
 
 /// Moves the queue's id sequence past `count` ids and returns them: AUTOINCREMENT never hands
 /// out an id at or below the sequence, in this process or another.
-pub(super) fn reserve_ids(
-    c: &Connection,
-    count: u32,
-) -> Result<std::ops::Range<DeliveryId>, StoreError> {
+pub(super) fn reserve_ids(c: &Connection, count: u32) -> Result<std::ops::Range<u64>, StoreError> {
     let count = i64::from(count.max(1));
     let current: i64 = c
         .query_row(
@@ -72,7 +69,8 @@ pub(super) fn reserve_ids(
         )
         .map_err(db)?;
     }
-    Ok(current + 1..end + 1)
+    let handle = |row: i64| u64::try_from(row).unwrap_or(0);
+    Ok(handle(current + 1)..handle(end + 1))
 }
 
 pub(super) fn receive(
@@ -109,7 +107,12 @@ pub(super) fn receive(
             let (key, payload, attempts, visible_at) = match row {
                 Ok(row) => row,
                 Err(reason) => {
-                    dead_letter_row(c, id, &format!("unreadable queue row {id}: {reason}"), now)?;
+                    dead_letter_row(
+                        c,
+                        delivery_of(id),
+                        &format!("unreadable queue row {id}: {reason}"),
+                        now,
+                    )?;
                     continue;
                 }
             };
@@ -123,7 +126,7 @@ pub(super) fn receive(
             }
             lease_one.execute(params![until, id]).map_err(db)?;
             received.deliveries.push(Delivery {
-                id,
+                id: delivery_of(id),
                 topic: topic.clone(),
                 key,
                 payload,

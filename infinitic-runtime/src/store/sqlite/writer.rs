@@ -7,8 +7,7 @@ use super::workflows::{apply_transition, load, Encoded};
 use super::{db, run};
 use crate::clock::Clock;
 use crate::store::{
-    CommitOutcome, DeadLetter, DeliveryId, Outgoing, Received, Settlement, StoreError,
-    StoredWorkflow,
+    CommitOutcome, DeadLetter, Outgoing, Received, Settlement, StoreError, StoredWorkflow,
 };
 use infinitic_core::{Timestamp, WorkflowId};
 use rusqlite::Connection;
@@ -29,7 +28,7 @@ pub(super) enum Op {
     Receive(Vec<String>, usize, Duration, Reply<Received>),
     Settle(Vec<Settlement>, Reply<()>),
     Commit(Vec<Encoded>, Reply<Vec<CommitOutcome>>),
-    ReserveIds(u32, Reply<std::ops::Range<DeliveryId>>),
+    ReserveIds(u32, Reply<std::ops::Range<u64>>),
     Load(WorkflowId, bool, Reply<Option<StoredWorkflow>>),
     DeadLetters(usize, Reply<Vec<DeadLetter>>),
 }
@@ -99,7 +98,7 @@ pub(super) enum Output {
     Unit,
     Received(Received),
     Committed(Vec<CommitOutcome>),
-    Ids(std::ops::Range<DeliveryId>),
+    Ids(std::ops::Range<u64>),
     Loaded(Option<StoredWorkflow>),
     Dead(Vec<DeadLetter>),
 }
@@ -169,8 +168,8 @@ pub(super) enum Answer {
     ),
     Dead(Reply<Vec<DeadLetter>>, Result<Vec<DeadLetter>, StoreError>),
     Ids(
-        Reply<std::ops::Range<DeliveryId>>,
-        Result<std::ops::Range<DeliveryId>, StoreError>,
+        Reply<std::ops::Range<u64>>,
+        Result<std::ops::Range<u64>, StoreError>,
     ),
 }
 

@@ -117,7 +117,7 @@ pub(super) async fn run<T: Transport, S: StateStore>(
     let commits_in_flight = config.commits_in_flight.max(1);
     let in_flight = Arc::new(Semaphore::new(commits_in_flight));
     let (conflicts_tx, mut conflicts) = mpsc::unbounded_channel::<Vec<WorkflowId>>();
-    let mut ids: Range<DeliveryId> = 0..0;
+    let mut ids: Range<u64> = 0..0;
     // Runs until every sender is gone: the event receiver (at stop) and the local service
     // worker (after its in-flight tasks reported), so no finished task is left unapplied.
     let mut batch_inputs = Vec::with_capacity(batch_size);
@@ -327,7 +327,7 @@ const ID_BLOCK: u32 = 4096;
 /// could not reserve one) a task is published for the lease loop instead.
 async fn assign_local_ids(
     store: &dyn LocalHandoff,
-    ids: &mut Range<DeliveryId>,
+    ids: &mut Range<u64>,
     transitions: &mut [Transition],
 ) -> Vec<Delivery> {
     let mut handoffs = Vec::new();
@@ -343,7 +343,7 @@ async fn assign_local_ids(
                 }),
             }
         }
-        match ids.next() {
+        match ids.next().map(DeliveryId::new) {
             Some(id) => {
                 message.id = Some(id);
                 handoffs.push(Delivery {
