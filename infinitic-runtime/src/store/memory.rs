@@ -4,18 +4,19 @@
 //! consumed message; leases, delayed visibility, retries and dead letters. It is what tests
 //! and the `WorkflowTester` run on, and the proof that the traits do not assume SQLite.
 
+use super::memory_workflows::{lock, WorkflowTable};
 use super::{
     Activity, BoxFuture, CommitOutcome, DeadLetter, Delivery, DeliveryId, Finished, LocalHandoff,
     Outgoing, Pending, Received, Settlement, StateStore, StoreError, StoredWorkflow, Transition,
-    Transport, WorkflowHeader, WorkflowState,
+    Transport,
 };
 use crate::clock::{Clock, WallClock};
-use infinitic_core::{HistoryEvent, Timestamp, WorkflowId};
+use infinitic_core::{Timestamp, WorkflowId};
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{broadcast, watch};
 
 /// The in-memory store. Cheap to clone; clones share the same contents.
 ///
@@ -56,7 +57,7 @@ struct Contents {
     messages: HashMap<DeliveryId, Message>,
     /// Each topic's messages in delivery order: visible at, then id.
     topics: HashMap<String, BTreeSet<(Timestamp, DeliveryId)>>,
-    workflows: HashMap<WorkflowId, Instance>,
+    workflows: WorkflowTable,
     /// Oldest first.
     dead_letters: Vec<DeadLetter>,
 }
@@ -68,14 +69,6 @@ struct Message {
     payload: Vec<u8>,
     visible_at: Timestamp,
     attempts: u32,
-}
-
-#[derive(Debug, Clone)]
-struct Instance {
-    header: WorkflowHeader,
-    state: WorkflowState,
-    version: u64,
-    history: Vec<HistoryEvent>,
 }
 
 impl Default for MemoryStore {
@@ -105,12 +98,7 @@ impl MemoryStore {
     }
 
     fn contents(&self) -> MutexGuard<'_, Contents> {
-        // A panic while holding the lock cannot leave the maps half-updated in a way that
-        // matters more than losing the store: every change below is applied whole.
-        self.shared
-            .contents
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shared.contents)
     }
 
     fn now(&self) -> Timestamp {
@@ -203,12 +191,7 @@ impl Contents {
     fn apply(&mut self, t: &Transition, now: Timestamp) -> (CommitOutcome, bool) {
         let consumed = t.consumed.as_ref().map(|c| c.delivery);
         let consumed_gone = consumed.is_some_and(|id| !self.messages.contains_key(&id));
-        let current = self.workflows.get(&t.workflow_id).map(|w| w.version);
-        let fits = match (t.expected_version, current) {
-            (0, None) => t.header.is_some(),
-            (expected, Some(version)) => expected != 0 && expected == version,
-            (_, None) => false,
-        };
+        let fits = self.workflows.fits(t);
         if !fits || consumed_gone {
             return (CommitOutcome::Conflict, false);
         }
@@ -223,31 +206,7 @@ impl Contents {
             }
         }
         let published = self.insert(&t.outbox, now);
-        match self.workflows.get_mut(&t.workflow_id) {
-            Some(instance) => {
-                instance.version += 1;
-                instance.state = t.state.clone();
-                if let Some(header) = &t.header {
-                    instance.header.started_at = header.started_at;
-                }
-                instance.history.extend(t.append.iter().cloned());
-            }
-            None => {
-                let Some(header) = t.header.clone() else {
-                    // Checked before anything was applied: `fits` needs the header.
-                    return (CommitOutcome::Conflict, published);
-                };
-                self.workflows.insert(
-                    t.workflow_id.clone(),
-                    Instance {
-                        header,
-                        state: t.state.clone(),
-                        version: 1,
-                        history: t.append.clone(),
-                    },
-                );
-            }
-        }
+        self.workflows.apply(t);
         (CommitOutcome::Committed, published)
     }
 }
@@ -371,25 +330,11 @@ impl StateStore for MemoryStore {
         id: &WorkflowId,
         with_history: bool,
     ) -> Result<Option<StoredWorkflow>, StoreError> {
-        let contents = self.contents();
-        Ok(contents.workflows.get(id).map(|w| StoredWorkflow {
-            id: id.clone(),
-            header: w.header.clone(),
-            state: w.state.clone(),
-            version: w.version,
-            history: if with_history {
-                w.history.clone()
-            } else {
-                Vec::new()
-            },
-        }))
+        Ok(self.contents().workflows.load(id, with_history))
     }
 
     fn commit(&self, transitions: Vec<Transition>) -> Pending<Vec<CommitOutcome>> {
-        let (reply, answer) = oneshot::channel();
-        let result = self.commit_now(&transitions);
-        let _ = reply.send(result);
-        Pending::new(answer)
+        Pending::ready(self.commit_now(&transitions))
     }
 
     fn finished(&self) -> Finished {
@@ -405,15 +350,7 @@ impl MemoryStore {
     /// Applies a commit at once (so commits apply in the order they are called), each
     /// transition whole or not at all; a transition that cannot be valid fails the call whole.
     fn commit_now(&self, transitions: &[Transition]) -> Result<Vec<CommitOutcome>, StoreError> {
-        if let Some(t) = transitions
-            .iter()
-            .find(|t| t.expected_version == 0 && t.header.is_none())
-        {
-            return Err(StoreError::Database(format!(
-                "creating workflow {} needs its header",
-                t.workflow_id
-            )));
-        }
+        WorkflowTable::check(transitions)?;
         let now = self.now();
         let mut published = false;
         let mut finished = Vec::new();

@@ -17,15 +17,16 @@
 //! # }
 //! ```
 
+use super::memory_workflows::{lock, WorkflowTable};
 use super::{
     CommitOutcome, Finished, OutboxEntry, Outgoing, Pending, StateStore, StoreError,
-    StoredWorkflow, Transition, WorkflowHeader, WorkflowState,
+    StoredWorkflow, Transition,
 };
 use infinitic_core::message::MessageId;
-use infinitic_core::{HistoryEvent, WorkflowId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use infinitic_core::WorkflowId;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 /// The in-memory state store. Cheap to clone; clones share the same contents.
 #[derive(Clone, Debug)]
@@ -41,21 +42,13 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Contents {
-    workflows: HashMap<WorkflowId, Instance>,
+    workflows: WorkflowTable,
     /// Ids of the messages committed transitions consumed. Kept for the store's lifetime (a
     /// database would forget them past the longest redelivery delay).
     consumed: HashSet<MessageId>,
     /// Committed, not yet published: by the order they were committed in.
     outbox: BTreeMap<u64, Outgoing>,
     next_entry: u64,
-}
-
-#[derive(Debug, Clone)]
-struct Instance {
-    header: WorkflowHeader,
-    state: WorkflowState,
-    version: u64,
-    history: Vec<HistoryEvent>,
 }
 
 impl Default for MemoryStateStore {
@@ -77,26 +70,13 @@ impl MemoryStateStore {
     }
 
     fn contents(&self) -> MutexGuard<'_, Contents> {
-        // Every change below is applied whole under the lock: a panic elsewhere cannot leave
-        // it half-done.
-        self.shared
-            .contents
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shared.contents)
     }
 
     /// Applies a commit at once (commits apply in the order they are called), each transition
     /// whole or not at all; a transition that cannot be valid fails the call whole.
     fn commit_now(&self, transitions: &[Transition]) -> Result<Vec<CommitOutcome>, StoreError> {
-        if let Some(t) = transitions
-            .iter()
-            .find(|t| t.expected_version == 0 && t.header.is_none())
-        {
-            return Err(StoreError::Database(format!(
-                "creating workflow {} needs its header",
-                t.workflow_id
-            )));
-        }
+        WorkflowTable::check(transitions)?;
         let mut finished = Vec::new();
         let outcomes = {
             let mut contents = self.contents();
@@ -125,12 +105,7 @@ impl Contents {
             .consumed
             .as_ref()
             .is_some_and(|c| self.consumed.contains(&c.message));
-        let current = self.workflows.get(&t.workflow_id).map(|w| w.version);
-        let fits = match (t.expected_version, current) {
-            (0, None) => t.header.is_some(),
-            (expected, Some(version)) => expected != 0 && expected == version,
-            (_, None) => false,
-        };
+        let fits = self.workflows.fits(t);
         if seen || !fits {
             return CommitOutcome::Conflict;
         }
@@ -147,31 +122,7 @@ impl Contents {
             self.outbox.insert(self.next_entry, message);
             self.next_entry += 1;
         }
-        match self.workflows.get_mut(&t.workflow_id) {
-            Some(instance) => {
-                instance.version += 1;
-                instance.state = t.state.clone();
-                if let Some(header) = &t.header {
-                    instance.header.started_at = header.started_at;
-                }
-                instance.history.extend(t.append.iter().cloned());
-            }
-            None => {
-                let Some(header) = t.header.clone() else {
-                    // `fits` needs the header to create: cannot happen.
-                    return CommitOutcome::Conflict;
-                };
-                self.workflows.insert(
-                    t.workflow_id.clone(),
-                    Instance {
-                        header,
-                        state: t.state.clone(),
-                        version: 1,
-                        history: t.append.clone(),
-                    },
-                );
-            }
-        }
+        self.workflows.apply(t);
         CommitOutcome::Committed
     }
 }
@@ -182,23 +133,11 @@ impl StateStore for MemoryStateStore {
         id: &WorkflowId,
         with_history: bool,
     ) -> Result<Option<StoredWorkflow>, StoreError> {
-        let contents = self.contents();
-        Ok(contents.workflows.get(id).map(|w| StoredWorkflow {
-            id: id.clone(),
-            header: w.header.clone(),
-            state: w.state.clone(),
-            version: w.version,
-            history: match with_history {
-                true => w.history.clone(),
-                false => Vec::new(),
-            },
-        }))
+        Ok(self.contents().workflows.load(id, with_history))
     }
 
     fn commit(&self, transitions: Vec<Transition>) -> Pending<Vec<CommitOutcome>> {
-        let (reply, answer) = oneshot::channel();
-        let _ = reply.send(self.commit_now(&transitions));
-        Pending::new(answer)
+        Pending::ready(self.commit_now(&transitions))
     }
 
     fn finished(&self) -> Finished {

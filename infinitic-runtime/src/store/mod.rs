@@ -11,6 +11,7 @@
 mod error;
 pub mod memory;
 pub mod memory_state;
+mod memory_workflows;
 pub mod sqlite;
 
 pub use error::StoreError;
@@ -391,6 +392,13 @@ pub struct Pending<T>(tokio::sync::oneshot::Receiver<Result<T, StoreError>>);
 impl<T> Pending<T> {
     /// Wraps the receiving end of the operation's answer.
     pub fn new(answer: tokio::sync::oneshot::Receiver<Result<T, StoreError>>) -> Self {
+        Self(answer)
+    }
+
+    /// An operation answered already (a store that applies it at once).
+    pub fn ready(result: Result<T, StoreError>) -> Self {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let _ = reply.send(result);
         Self(answer)
     }
 }
