@@ -61,6 +61,33 @@ impl From<Timestamp> for SystemTime {
     }
 }
 
+impl Timestamp {
+    /// The first whole millisecond at or after `t`: a deadline rounded so that waiting until
+    /// it never ends before `t`.
+    ///
+    /// ```
+    /// use infinitic_core::Timestamp;
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// let t = UNIX_EPOCH + Duration::from_micros(1_500);
+    /// assert_eq!(Timestamp::at_or_after(t), Timestamp::from_millis(2));
+    /// assert_eq!(Timestamp::from(t), Timestamp::from_millis(1)); // plain conversion cuts
+    /// ```
+    pub fn at_or_after(t: SystemTime) -> Self {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self::from_millis(0).plus_at_least(since)
+    }
+
+    /// This time plus at least `d`: a sub-millisecond remainder counts as a whole millisecond
+    /// (a timer of 999 µs is a timer of 1 ms, not of 0).
+    pub fn plus_at_least(self, d: Duration) -> Self {
+        let millis = d.as_nanos().div_ceil(1_000_000);
+        Timestamp(
+            self.0
+                .saturating_add(u64::try_from(millis).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
 impl std::ops::Add<Duration> for Timestamp {
     type Output = Timestamp;
     fn add(self, d: Duration) -> Timestamp {

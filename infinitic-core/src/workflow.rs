@@ -28,14 +28,15 @@ pub fn timestamp() -> Timestamp {
 /// crashes and redeployments; use it instead of `tokio::time::sleep`.
 #[track_caller]
 pub fn sleep(duration: Duration) -> Sleep {
-    let fire_at = timestamp() + duration;
-    Sleep::until(fire_at)
+    // Rounded up to whole milliseconds, like every deadline: a timer never fires early.
+    Sleep::until(timestamp().plus_at_least(duration))
 }
 
-/// A durable timer that fires at `deadline` (at once if it is already past).
+/// A durable timer that fires at `deadline` (at once if it is already past). Deadlines are
+/// rounded up to the next whole millisecond, so after it `workflow::now() >= deadline`.
 #[track_caller]
 pub fn sleep_until(deadline: SystemTime) -> Sleep {
-    Sleep::until(Timestamp::from(deadline))
+    Sleep::until(Timestamp::at_or_after(deadline))
 }
 
 /// A deterministic random number: the same on every replay of this instance.
