@@ -379,7 +379,10 @@ impl WorkflowTester {
                         reason: format!("no workflow named `{workflow}` is registered"),
                     });
                 };
-                let child_id = WorkflowId::new(format!("{parent}/{}", record.position));
+                // The runtime's id of this child (see `protocol::command`), so the child draws
+                // the same `workflow::random()` and `uuid()` in tests as in production.
+                let command = CommandId::new(parent.clone(), MethodRun(0), record.position);
+                let child_id = WorkflowId::new(command.to_string());
                 let saved_start = std::mem::replace(&mut self.start, now);
                 let result = self
                     .run_instance(&*definition, child_id, method.to_string(), args.clone())
@@ -387,9 +390,9 @@ impl WorkflowTester {
                 self.start = saved_start;
                 match result {
                     Ok((output, _, _)) => Ok(StepOutcome::Completed(output)),
-                    Err(TesterError::Dispatch(e)) => Ok(StepOutcome::Unknown {
-                        reason: e.to_string(),
-                    }),
+                    // As on the runtime: an unknown method is `Unknown`, arguments that do not
+                    // decode are `Invalid`.
+                    Err(TesterError::Dispatch(e)) => Ok(e.into()),
                     Err(other) => Err(other),
                 }
             }
