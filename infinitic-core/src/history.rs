@@ -1,7 +1,8 @@
 //! History: the ordered record of what a method run scheduled and what completed.
 
 use crate::{
-    CommandRecord, Generation, MethodRun, Payload, Position, StepOutcome, Timestamp, WorkflowId,
+    Command, CommandRecord, Generation, MethodRun, Payload, Position, StepOutcome, Timestamp,
+    WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,4 +89,63 @@ impl History {
             HistoryEvent::Scheduled(_) => None,
         })
     }
+}
+
+/// A command a run issued and that has not completed yet: what the run waits on (or a branch a
+/// `select` left behind, until its outcome arrives), and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outstanding {
+    /// The command's run.
+    pub run: MethodRun,
+    /// Its position in the run.
+    pub position: Position,
+    /// What it asks for.
+    pub command: Command,
+    /// The workflow clock when it was issued.
+    pub since: Timestamp,
+}
+
+/// The commands of `events` (a history that started at `started_at`) not completed yet, in the
+/// order they were issued.
+///
+/// ```
+/// use infinitic_core::{outstanding, Command, CommandRecord, Completion, HistoryEvent};
+/// use infinitic_core::{MethodRun, StepOutcome, Timestamp};
+/// let timer = |position, ms| HistoryEvent::Scheduled(CommandRecord {
+///     position,
+///     command: Command::StartTimer { fire_at: Timestamp::from_millis(ms) },
+///     location: None,
+/// });
+/// let events = vec![
+///     timer(0, 10),
+///     HistoryEvent::Completed(Completion {
+///         run: MethodRun(0),
+///         position: 0,
+///         at: Timestamp::from_millis(10),
+///         outcome: StepOutcome::Completed(vec![0xc0]),
+///     }),
+///     timer(1, 20),
+/// ];
+/// let waiting = outstanding(Timestamp::from_millis(0), &events);
+/// assert_eq!(waiting.len(), 1);
+/// assert_eq!((waiting[0].position, waiting[0].since), (1, Timestamp::from_millis(10)));
+/// ```
+pub fn outstanding(started_at: Timestamp, events: &[HistoryEvent]) -> Vec<Outstanding> {
+    let mut now = started_at;
+    let mut open: Vec<Outstanding> = Vec::new();
+    for event in events {
+        match event {
+            HistoryEvent::Scheduled(record) => open.push(Outstanding {
+                run: MethodRun(0),
+                position: record.position,
+                command: record.command.clone(),
+                since: now,
+            }),
+            HistoryEvent::Completed(completion) => {
+                now = completion.at;
+                open.retain(|o| (o.run, o.position) != (completion.run, completion.position));
+            }
+        }
+    }
+    open
 }

@@ -40,7 +40,7 @@ pub use engine::{
     Applied, IgnoredReason, Mismatch, ParkReason, Progress, RejectedEvent, Start, Status,
     WorkflowInstance,
 };
-pub use history::{Completion, History, HistoryEvent};
+pub use history::{outstanding, Completion, History, HistoryEvent, Outstanding};
 pub use ids::{CommandId, Generation, MethodRun, Position, WorkflowId};
 pub use limits::{EncodeError, LimitError, Limits};
 pub use outcome::{NoError, StepError, StepOutcome};

@@ -3,6 +3,7 @@
 
 use crate::clock::{Clock, WallClock};
 use crate::protocol;
+use crate::status::Description;
 use crate::store::{CommitOutcome, StateStore, StoreError, WorkflowHeader, WorkflowState};
 use infinitic_core::{EncodeError, Generation, LimitError, Limits, WorkflowCall, WorkflowId};
 use serde::de::DeserializeOwned;
@@ -169,6 +170,23 @@ impl<S: StateStore + Clone> Client<S> {
             client: self.clone(),
             _result: PhantomData,
         }
+    }
+
+    /// Where an instance stands and what it waits on (calls, timers, children with their own
+    /// state), `None` if there is no such instance.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: infinitic_runtime::client::Client<infinitic_runtime::store::sqlite::SqliteStore>) {
+    /// let id = "billing-user-42".into();
+    /// if let Some(description) = client.describe(&id).await.unwrap() {
+    ///     for waiting in description.waiting_on {
+    ///         println!("{id} waits on {} since {:?}", waiting.what, waiting.since);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn describe(&self, id: &WorkflowId) -> Result<Option<Description>, ClientError> {
+        Ok(crate::status::describe(&self.store, id).await?)
     }
 
     /// Where an instance stands, `None` if there is no such instance.

@@ -12,6 +12,7 @@ pub mod client;
 pub mod clock;
 pub mod logging;
 mod protocol;
+pub mod status;
 pub mod store;
 pub mod tester;
 pub mod topics;

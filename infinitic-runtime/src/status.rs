@@ -1,0 +1,113 @@
+//! Status that explains: where an instance stands and what it waits on (calls, timers,
+//! children with their own state), so no instance is ever stuck without a reason a user can
+//! read.
+
+use crate::store::{StateStore, StoreError, WorkflowState};
+use infinitic_core::{outstanding, Command, CommandId, Timestamp, WorkflowId};
+
+/// An instance's state and what it waits on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Description {
+    /// Where it stands.
+    pub state: WorkflowState,
+    /// Commands it issued that have not completed, oldest first: what it waits on (or a branch
+    /// a `select` left behind, until that branch's outcome arrives).
+    pub waiting_on: Vec<WaitingOn>,
+}
+
+/// One command an instance waits on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitingOn {
+    /// The command (its id is also the task id a service sees, or the child's id).
+    pub command: CommandId,
+    /// The workflow clock when it was issued.
+    pub since: Timestamp,
+    /// What it is.
+    pub what: Waiting,
+}
+
+/// What a waited-on command is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// A call to a service method (it waits while no worker serves it).
+    Call {
+        /// Service name.
+        service: String,
+        /// Method name.
+        method: String,
+    },
+    /// A durable timer.
+    Timer {
+        /// When it fires.
+        fire_at: Timestamp,
+    },
+    /// A child workflow.
+    Child {
+        /// The child's instance id.
+        id: WorkflowId,
+        /// Its workflow name.
+        workflow: String,
+        /// Where the child stands (`None` while its start is still in flight): a parked child
+        /// says why here.
+        state: Option<WorkflowState>,
+    },
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Waiting::Call { service, method } => write!(f, "a call to {service}::{method}"),
+            Waiting::Timer { fire_at } => write!(f, "a timer due at {} ms", fire_at.as_millis()),
+            Waiting::Child {
+                id,
+                workflow,
+                state,
+            } => match state {
+                Some(state) => write!(f, "child {workflow} {id}, {state:?}"),
+                None => write!(f, "child {workflow} {id}, not started yet"),
+            },
+        }
+    }
+}
+
+/// Describes instance `id` from what `store` holds; `None` if there is no such instance.
+pub(crate) async fn describe<S: StateStore>(
+    store: &S,
+    id: &WorkflowId,
+) -> Result<Option<Description>, StoreError> {
+    let Some(stored) = store.load(id, true).await? else {
+        return Ok(None);
+    };
+    let generation = stored.header.generation;
+    let mut waiting_on = Vec::new();
+    for open in outstanding(stored.header.started_at, &stored.history) {
+        let command = CommandId::new(id.clone(), open.run, open.position).in_generation(generation);
+        let what = match open.command {
+            Command::CallService {
+                service, method, ..
+            } => Waiting::Call {
+                service: service.into_owned(),
+                method: method.into_owned(),
+            },
+            Command::StartTimer { fire_at } => Waiting::Timer { fire_at },
+            Command::StartChild { workflow, .. } => {
+                let child = WorkflowId::new(command.to_string());
+                let state = store.load(&child, false).await?.map(|c| c.state);
+                Waiting::Child {
+                    id: child,
+                    workflow: workflow.into_owned(),
+                    state,
+                }
+            }
+        };
+        waiting_on.push(WaitingOn {
+            command,
+            since: open.since,
+            what,
+        });
+    }
+    Ok(Some(Description {
+        state: stored.state,
+        waiting_on,
+    }))
+}
