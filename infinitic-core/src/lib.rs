@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+mod bounded;
 mod codec;
 mod command;
 mod context;

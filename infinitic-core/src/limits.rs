@@ -106,7 +106,7 @@ impl Limits {
     /// assert_eq!(limits.encode(&(1u8, "two")), Ok(infinitic_core::encode(&(1u8, "two")).unwrap()));
     /// ```
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, EncodeError> {
-        crate::depth::encode_within(value, self)
+        crate::bounded::encode_within(value, self)
     }
 
     /// [`Self::check`]s a payload, then decodes it like [`crate::decode`].

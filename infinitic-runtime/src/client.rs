@@ -179,9 +179,12 @@ impl<S: StateStore + Clone> Client<S> {
     /// # async fn demo(client: infinitic_runtime::client::Client<infinitic_runtime::store::sqlite::SqliteStore>) {
     /// let id = "billing-user-42".into();
     /// if let Some(description) = client.describe(&id).await.unwrap() {
-    ///     for waiting in description.waiting_on {
-    ///         println!("{id} waits on {} since {:?}", waiting.what, waiting.since);
-    ///     }
+    ///     let reasons: Vec<String> = description
+    ///         .waiting_on
+    ///         .iter()
+    ///         .map(|waiting| format!("{} since {:?}", waiting.what, waiting.since))
+    ///         .collect();
+    ///     assert_eq!(reasons.len(), description.waiting_on.len());
     /// }
     /// # }
     /// ```
