@@ -61,11 +61,20 @@ impl Instances {
                 outcome,
                 at,
             } => {
-                let applied = self
-                    .complete(store, task.clone(), command.clone(), outcome.clone(), at)
-                    .await;
-                let settlement = match applied {
-                    Ok(effect) => effect.settle(task.delivery, batch),
+                let delivery = task.delivery;
+                let dead_letter = |reason| Settlement::DeadLetter {
+                    delivery,
+                    reason,
+                    publish: Vec::new(),
+                };
+                let settlement = match self.live_for(store, &command).await {
+                    Ok(Found::Live(live, recovered)) => {
+                        match self.apply_completion(*live, recovered, task, command, outcome, at) {
+                            Ok(effect) => effect.settle(delivery, batch),
+                            Err(reason) => Some(dead_letter(reason)),
+                        }
+                    }
+                    Ok(Found::Done(effect)) => effect.settle(delivery, batch),
                     // The outcome is only in memory: keep it as an event on the store, with
                     // the task message's removal.
                     Err(NotApplied::Later { reason, park }) => {
@@ -79,15 +88,11 @@ impl Instances {
                             self.clock.now() + HOLD_BASE,
                         );
                         Some(Settlement::Ack {
-                            delivery: task.delivery,
+                            delivery,
                             publish: vec![event],
                         })
                     }
-                    Err(NotApplied::Never(reason)) => Some(Settlement::DeadLetter {
-                        delivery: task.delivery,
-                        reason,
-                        publish: Vec::new(),
-                    }),
+                    Err(NotApplied::Never(reason)) => Some(dead_letter(reason)),
                 };
                 batch.settlements.extend(settlement);
             }
@@ -309,35 +314,64 @@ impl Instances {
         outcome: StepOutcome,
         at: infinitic_core::Timestamp,
     ) -> Result<Effect, NotApplied> {
-        let id = command.workflow.clone();
-        let mut recovered = Vec::new();
-        let mut live = match self.cache.take(&id) {
-            Some(live) => live,
+        match self.live_for(store, &command).await? {
+            Found::Live(live, recovered) => self
+                .apply_completion(*live, recovered, consumed, command, outcome, at)
+                .map_err(NotApplied::Never),
+            Found::Done(effect) => Ok(effect),
+        }
+    }
+
+    /// The live instance `command` belongs to: from the cache, or rebuilt from the store (with
+    /// the commands replay issued past the end of its history). Fails before anything of the
+    /// completion is used, so a caller holding the outcome in memory keeps it.
+    async fn live_for<S: StateStore>(
+        &mut self,
+        store: &S,
+        command: &CommandId,
+    ) -> Result<Found, NotApplied> {
+        let id = &command.workflow;
+        let (live, recovered) = match self.cache.take(id) {
+            Some(live) => (live, Vec::new()),
             None => {
                 let stored = store
-                    .load(&id, true)
+                    .load(id, true)
                     .await
-                    .map_err(|e| NotApplied::store(&id, e))?
+                    .map_err(|e| NotApplied::store(id, e))?
                     .ok_or_else(|| {
                         NotApplied::Never(format!("event for unknown workflow instance {id}"))
                     })?;
                 if stored.header.generation != command.generation {
-                    return Ok(other_generation(&command, stored.header.generation));
+                    return Ok(Found::Done(other_generation(
+                        command,
+                        stored.header.generation,
+                    )));
                 }
                 match self.rebuild(stored)? {
-                    Rebuilt::Live(live, new_commands) => {
-                        recovered = new_commands;
-                        *live
-                    }
-                    Rebuilt::Done(effect) => return Ok(effect),
+                    Rebuilt::Live(live, new_commands) => (*live, new_commands),
+                    Rebuilt::Done(effect) => return Ok(Found::Done(effect)),
                 }
             }
         };
         if command.generation != live.generation {
             let generation = live.generation;
-            self.cache.put_back(id, live);
-            return Ok(other_generation(&command, generation));
+            self.cache.put_back(id.clone(), live);
+            return Ok(Found::Done(other_generation(command, generation)));
         }
+        Ok(Found::Live(Box::new(live), recovered))
+    }
+
+    /// Applies a completion to its live instance; `Err` is why the instance rejected it.
+    fn apply_completion(
+        &mut self,
+        mut live: Live,
+        recovered: Vec<CommandRecord>,
+        consumed: Consumed,
+        command: CommandId,
+        outcome: StepOutcome,
+        at: infinitic_core::Timestamp,
+    ) -> Result<Effect, String> {
+        let id = command.workflow;
         let completion = Completion {
             run: command.run,
             position: command.position,
@@ -346,11 +380,9 @@ impl Instances {
         };
         match live.instance.apply(completion.clone()) {
             Err(rejected) => {
+                let reason = format!("rejected by workflow {id}: {rejected}");
                 self.cache.put_back(id, live);
-                Err(NotApplied::Never(format!(
-                    "rejected by workflow {}: {rejected}",
-                    command.workflow
-                )))
+                Err(reason)
             }
             Ok(Applied::Ignored(_)) => {
                 self.cache.put_back(id, live);
@@ -387,6 +419,14 @@ fn other_generation(command: &CommandId, generation: Generation) -> Effect {
         "completion of another generation of this instance ignored"
     );
     Effect::Ack
+}
+
+/// The instance a completion is for, or what to do with the completion instead.
+enum Found {
+    /// Live, with the commands a rebuild issued past the end of its history.
+    Live(Box<Live>, Vec<CommandRecord>),
+    /// Nothing to apply it to (a late event, another generation, a parked instance's park).
+    Done(Effect),
 }
 
 /// What a start message asks for.
