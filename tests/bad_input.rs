@@ -4,8 +4,12 @@
 
 use infinitic::message::{encode_message, Message};
 use infinitic::prelude::*;
+
+#[path = "support/dead_letters.rs"]
+mod dead_letters;
+use dead_letters::{raw, show};
 use infinitic::store::sqlite::{Durability, OpenMode};
-use infinitic::store::{Outgoing, StoreError};
+use infinitic::store::StoreError;
 use infinitic::{
     Client, ClientError, CommandId, MethodRun, SqliteStore, Timestamp, Transport, Worker,
     WorkerConfig, WorkflowCall, WorkflowId, WorkflowState,
@@ -50,13 +54,6 @@ pub struct ProbeImpl {
     echo: EchoStub,
     v2: EchoV2Stub,
     ghost: GhostStub,
-}
-
-fn show<T: std::fmt::Debug, E: std::fmt::Debug>(r: Result<T, StepError<E>>) -> String {
-    match r {
-        Ok(v) => format!("ok {v:?}"),
-        Err(e) => format!("{e:?}"),
-    }
 }
 
 #[workflow]
@@ -114,29 +111,6 @@ async fn probe(s: &Setup, case: u8) -> String {
         .expect("the workflow completes")
 }
 
-async fn dead_letter_reasons(s: &Setup) -> Vec<String> {
-    let letters = s.store.dead_letters(100).await.unwrap();
-    letters.into_iter().map(|d| d.reason).collect()
-}
-
-fn raw(topic: &str, key: &str, payload: Vec<u8>) -> Outgoing {
-    Outgoing::new(topic, key, payload, Timestamp::from_millis(0))
-}
-
-async fn wait_for_dead_letters(s: &Setup, count: usize) -> Vec<String> {
-    for _ in 0..500 {
-        let reasons = dead_letter_reasons(s).await;
-        if reasons.len() >= count {
-            return reasons;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "expected {count} dead letters, got {:?}",
-        dead_letter_reasons(s).await
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_messages_are_dead_lettered_and_the_worker_keeps_running() {
     let s = setup();
@@ -147,7 +121,7 @@ async fn undecodable_messages_are_dead_lettered_and_the_worker_keeps_running() {
         ])
         .await
         .unwrap();
-    let reasons = wait_for_dead_letters(&s, 2).await;
+    let reasons = dead_letters::wait_for(&s.store, 2).await;
     assert!(
         reasons
             .iter()
@@ -173,7 +147,7 @@ async fn an_unknown_service_method_fails_the_waiting_step_with_unknown() {
     let result = probe(&s, 0).await;
     assert!(result.starts_with("Unknown"), "{result}");
     assert!(result.contains("`Echo` has no method `shout`"), "{result}");
-    let reasons = dead_letter_reasons(&s).await;
+    let reasons = dead_letters::reasons(&s.store).await;
     assert_eq!(reasons, vec!["`Echo` has no method `shout`".to_string()]);
 }
 
@@ -182,7 +156,7 @@ async fn wrong_argument_types_fail_the_waiting_step_with_invalid() {
     let s = setup();
     let result = probe(&s, 1).await;
     assert!(result.starts_with("Invalid"), "{result}");
-    let reasons = dead_letter_reasons(&s).await;
+    let reasons = dead_letters::reasons(&s.store).await;
     assert_eq!(reasons.len(), 1);
     assert!(
         reasons[0].starts_with("arguments of `Echo::echo` cannot be decoded"),
@@ -221,7 +195,7 @@ async fn a_task_for_an_unknown_service_fails_the_waiting_step_with_unknown() {
         .unwrap();
     assert!(result.starts_with("Unknown"), "{result}");
     assert!(result.contains("no service named `Ghost`"), "{result}");
-    let reasons = dead_letter_reasons(&s).await;
+    let reasons = dead_letters::reasons(&s.store).await;
     assert!(
         reasons[0].contains("no service named `Ghost`"),
         "{reasons:?}"
@@ -242,7 +216,7 @@ async fn an_unknown_workflow_method_fails_the_start_with_a_reason() {
         "{error}"
     );
     assert_eq!(
-        dead_letter_reasons(&s).await,
+        dead_letters::reasons(&s.store).await,
         vec!["`Probe` has no method `nope`".to_string()]
     );
 }
@@ -263,7 +237,7 @@ async fn wrong_workflow_argument_types_fail_the_start_with_a_reason() {
         reason.starts_with("arguments of `Probe::run` cannot be decoded"),
         "{reason}"
     );
-    assert_eq!(dead_letter_reasons(&s).await.len(), 1);
+    assert_eq!(dead_letters::reasons(&s.store).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +256,7 @@ async fn a_start_for_an_unknown_workflow_is_dead_lettered_and_fails() {
         .publish(vec![raw("workflow:Probe", "ghost-1", message)])
         .await
         .unwrap();
-    let reasons = wait_for_dead_letters(&s, 1).await;
+    let reasons = dead_letters::wait_for(&s.store, 1).await;
     assert_eq!(
         reasons,
         vec!["no workflow named `GhostWorkflow` is registered on this worker".to_string()]
@@ -308,7 +282,7 @@ async fn an_event_for_an_unknown_instance_is_dead_lettered() {
         .publish(vec![raw("workflow:Probe", "nobody", message)])
         .await
         .unwrap();
-    let reasons = wait_for_dead_letters(&s, 1).await;
+    let reasons = dead_letters::wait_for(&s.store, 1).await;
     assert_eq!(
         reasons,
         vec!["event for unknown workflow instance nobody".to_string()]

@@ -8,9 +8,12 @@
 
 use infinitic::message::{encode_message, Message, MAGIC, PROTOCOL_VERSION};
 use infinitic::prelude::*;
+
+#[path = "support/dead_letters.rs"]
+mod dead_letters;
+use dead_letters::{raw, show};
 use infinitic::store::sqlite::Durability;
 use infinitic::store::sqlite::OpenMode;
-use infinitic::store::Outgoing;
 use infinitic::{
     Client, ClientError, CommandId, LimitError, Limits, MethodRun, SqliteStore, StateStore,
     Timestamp, Transport, Worker, WorkerConfig, WorkflowId, WorkflowState,
@@ -133,13 +136,6 @@ pub struct HostileImpl {
     child: HostileStub,
 }
 
-fn show<T: std::fmt::Debug, E: std::fmt::Debug>(r: Result<T, StepError<E>>) -> String {
-    match r {
-        Ok(v) => format!("ok {v:?}"),
-        Err(e) => format!("{e:?}"),
-    }
-}
-
 #[workflow]
 impl Hostile for HostileImpl {
     async fn run(&self, case: Case) -> String {
@@ -197,25 +193,6 @@ async fn run(s: &Setup, id: &str, case: Case) -> Result<String, ClientError> {
         .expect("the workflow finishes")
 }
 
-async fn dead_letters(s: &Setup) -> Vec<String> {
-    let letters = s.store.dead_letters(100).await.unwrap();
-    letters.into_iter().map(|d| d.reason).collect()
-}
-
-async fn wait_for_dead_letters(s: &Setup, count: usize) -> Vec<String> {
-    for _ in 0..1000 {
-        let reasons = dead_letters(s).await;
-        if reasons.len() >= count {
-            return reasons;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "expected {count} dead letters, got {:?}",
-        dead_letters(s).await
-    );
-}
-
 /// Scheduled commands in an instance's stored history.
 async fn scheduled(s: &Setup, id: &str) -> usize {
     let stored = s
@@ -229,10 +206,6 @@ async fn scheduled(s: &Setup, id: &str) -> usize {
         .iter()
         .filter(|e| matches!(e, infinitic::HistoryEvent::Scheduled(_)))
         .count()
-}
-
-fn raw(topic: &str, key: &str, payload: Vec<u8>) -> Outgoing {
-    Outgoing::new(topic, key, payload, Timestamp::from_millis(0))
 }
 
 const DEPTH_LIMIT: &str = "depth limit of 128 levels (max_depth)";
@@ -249,7 +222,10 @@ async fn a_deep_service_argument_is_invalid_and_nothing_is_sent() {
     );
     assert!(result.contains(DEPTH_LIMIT), "{result}");
     assert_eq!(scheduled(&s, "deep").await, 0, "nothing was recorded");
-    assert!(dead_letters(&s).await.is_empty(), "nothing was sent");
+    assert!(
+        dead_letters::reasons(&s.store).await.is_empty(),
+        "nothing was sent"
+    );
     // The worker survived, and a value within the limit goes through (one level for the
     // argument tuple, one per node).
     assert_eq!(run(&s, "fits", Case::Deep(127)).await.unwrap(), "ok 127");
@@ -297,7 +273,7 @@ async fn deep_task_arguments_received_are_dead_lettered_and_the_workflow_told() 
         .unwrap();
     assert!(result.starts_with("Invalid"), "{result}");
     assert!(result.contains(DEPTH_LIMIT), "{result}");
-    let reasons = dead_letters(&s).await;
+    let reasons = dead_letters::reasons(&s.store).await;
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(
         reasons[0].starts_with("arguments of Sink::take refused")
@@ -334,7 +310,7 @@ async fn deep_raw_bytes_are_dead_lettered_and_the_worker_keeps_serving() {
         ])
         .await
         .unwrap();
-    let reasons = wait_for_dead_letters(&s, 4).await;
+    let reasons = dead_letters::wait_for(&s.store, 4).await;
     let envelope_limit = "the message nests deeper than 32 levels (MAX_ENVELOPE_DEPTH)";
     for queue in ["workflow", "task"] {
         let expected = format!("undecodable {queue} message: {envelope_limit}");
@@ -404,7 +380,7 @@ async fn payloads_over_the_size_limit_are_invalid_steps_or_a_parked_run() {
     assert!(result.starts_with("Invalid"), "{result}");
     assert!(result.contains(SIZE_LIMIT), "{result}");
     assert_eq!(scheduled(&s, "big-arg").await, 0);
-    assert!(dead_letters(&s).await.is_empty());
+    assert!(dead_letters::reasons(&s.store).await.is_empty());
 
     // A service result: the service worker refuses to send it, tells the workflow.
     let result = run(&s, "big-result", Case::BigResult(FIVE_MIB))
@@ -412,7 +388,7 @@ async fn payloads_over_the_size_limit_are_invalid_steps_or_a_parked_run() {
         .unwrap();
     assert!(result.starts_with("Invalid"), "{result}");
     assert!(result.contains(SIZE_LIMIT), "{result}");
-    let reasons = dead_letters(&s).await;
+    let reasons = dead_letters::reasons(&s.store).await;
     assert!(
         reasons.len() == 1 && reasons[0].contains(SIZE_LIMIT),
         "{reasons:?}"
