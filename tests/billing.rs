@@ -13,7 +13,7 @@ mod workflow;
 use contracts::*;
 use infinitic::prelude::*;
 use infinitic::{
-    replay, Command, Completion, History, HistoryEvent, StepOutcome, WorkflowFactory,
+    replay, Command, Completion, History, HistoryEvent, StepOutcome, TesterError, WorkflowFactory,
     WorkflowInstance,
 };
 use services::*;
@@ -252,8 +252,8 @@ async fn an_email_that_times_out_fails_the_workflow_with_a_typed_error() {
 }
 
 #[tokio::test]
-async fn a_missing_service_is_a_typed_unknown_failure_not_a_hang() {
-    let run = WorkflowTester::new()
+async fn a_missing_service_makes_the_run_wait_and_says_on_what() {
+    let result = WorkflowTester::new()
         .service(SubscriptionServiceDispatcher::new(
             FixedTermSubscriptions::new(JANUARY, 3),
         ))
@@ -261,10 +261,15 @@ async fn a_missing_service_is_a_typed_unknown_failure_not_a_hang() {
             workflow::Billing::default,
             BillingWorkflowStub.run(subscription()),
         )
-        .await
-        .unwrap();
-    let error = run.output.unwrap_err();
-    assert!(error.0.contains("ConsumptionService"), "{}", error.0);
+        .await;
+    // As on a runtime where no worker serves it: the call waits, visibly.
+    let Err(TesterError::Waiting { description, .. }) = result else {
+        panic!("the run should wait on the missing service, got {result:?}");
+    };
+    assert!(
+        description.to_string().contains("ConsumptionService"),
+        "{description}"
+    );
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! and a workflow sees each as a typed `StepError`.
 
 use infinitic::prelude::*;
+use infinitic::status::Waiting;
 use infinitic::{
-    decode, encode, replay, DispatchError, History, MethodRun, Service, Start, Status, StepOutcome,
-    TaskError, TesterError, Timestamp, WorkflowCall, WorkflowDefinition, WorkflowId,
+    decode, encode, replay, DispatchError, History, MethodRun, RetryPolicy, Service, Start, Status,
+    StepOutcome, TaskError, TesterError, Timestamp, WorkflowCall, WorkflowDefinition, WorkflowId,
     WorkflowInstance,
 };
 use serde::{Deserialize, Serialize};
@@ -570,25 +571,48 @@ where
 }
 
 #[tokio::test]
-async fn a_panicking_service_is_a_panicked_step_and_the_workflow_goes_on() {
+async fn a_panicking_service_is_a_panicked_step_after_its_retries_and_the_workflow_goes_on() {
     let (exploded, balance) = probe(tester(), ProbeStub.explode_then_balance()).await;
     assert_eq!(
         exploded,
         Err(StepError::Panicked {
             message: "kaboom: in a workflow".into(),
-            attempts: 1
+            attempts: RetryPolicy::default().max_attempts
         })
     );
     assert_eq!(balance, Ok(300));
+    // Without retries, the first panic is the outcome.
+    let once = tester().retry(RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    });
+    let (exploded, _) = probe(once, ProbeStub.explode_then_balance()).await;
+    assert!(
+        matches!(exploded, Err(StepError::Panicked { attempts: 1, .. })),
+        "{exploded:?}"
+    );
 }
 
 #[tokio::test]
-async fn an_unregistered_service_is_an_unknown_step() {
-    let result = probe(tester(), ProbeStub.ledger()).await;
-    let Err(StepError::Unknown { reason }) = &result else {
-        panic!("expected an unknown step, got {result:?}");
+async fn a_call_to_an_unregistered_service_waits_and_says_so() {
+    let result = tester().run(ProbeImpl::default, ProbeStub.ledger()).await;
+    let Err(TesterError::Waiting { description, .. }) = &result else {
+        panic!("expected the run to wait, got {result:?}");
     };
-    assert!(reason.contains("Ledger"), "{reason}");
+    let [waiting] = description.waiting_on.as_slice() else {
+        panic!("one call waited on: {description}");
+    };
+    assert_eq!(
+        waiting.what,
+        Waiting::Call {
+            service: "Ledger".into(),
+            method: "record".into()
+        }
+    );
+    assert!(
+        description.to_string().contains("Ledger::record"),
+        "{description}"
+    );
     // Registered, it runs.
     let result = probe(
         tester().service(LedgerServiceDispatcher::new(Books)),
@@ -608,7 +632,7 @@ async fn a_service_error_reaches_the_workflow_typed() {
                 available: 300,
                 requested: 1_000
             },
-            attempts: 1
+            attempts: RetryPolicy::default().max_attempts
         })]
     );
 }

@@ -25,3 +25,38 @@ impl Clock for WallClock {
         Timestamp::wall_clock()
     }
 }
+
+/// A clock that moves only when told: what the [`WorkflowTester`](crate::tester::WorkflowTester)
+/// runs workers on, so a year of timers passes in milliseconds. Clones share one time.
+///
+/// ```
+/// use infinitic_core::Timestamp;
+/// use infinitic_runtime::clock::{Clock, VirtualClock};
+/// let clock = VirtualClock::starting_at(Timestamp::from_millis(1_000));
+/// clock.advance_to(Timestamp::from_millis(5_000));
+/// clock.advance_to(Timestamp::from_millis(2_000)); // never backwards
+/// assert_eq!(clock.now(), Timestamp::from_millis(5_000));
+/// ```
+#[derive(Clone, Debug)]
+pub struct VirtualClock(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl VirtualClock {
+    /// A clock that reads `start` until it is advanced.
+    pub fn starting_at(start: Timestamp) -> Self {
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            start.as_millis(),
+        )))
+    }
+
+    /// Moves the clock forward to `at`; an earlier `at` leaves it where it is.
+    pub fn advance_to(&self, at: Timestamp) {
+        self.0
+            .fetch_max(at.as_millis(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for VirtualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}

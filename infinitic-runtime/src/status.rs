@@ -63,10 +63,29 @@ impl std::fmt::Display for Waiting {
                 workflow,
                 state,
             } => match state {
-                Some(state) => write!(f, "child {workflow} {id}, {state:?}"),
+                Some(state) => write!(f, "child {workflow} {id}, {state}"),
                 None => write!(f, "child {workflow} {id}, not started yet"),
             },
         }
+    }
+}
+
+/// The state, then each command waited on with its id and since when (workflow clock):
+/// `running; waits on a call to Bank::charge (wf/0/1) since 1767225600000 ms`.
+impl std::fmt::Display for Description {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.state)?;
+        for (i, waiting) in self.waiting_on.iter().enumerate() {
+            let joint = if i == 0 { "; waits on" } else { ";" };
+            write!(
+                f,
+                "{joint} {} ({}) since {} ms",
+                waiting.what,
+                waiting.command,
+                waiting.since.as_millis()
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -1,34 +1,44 @@
 //! `WorkflowTester`: unit-test a workflow in-process, with no broker, no database and no
 //! waiting.
 //!
-//! Service calls run at once on the implementations you register (real or fake); timers fire
-//! at once, in order, moving the virtual workflow clock forward; chosen calls can be made to
-//! fail. The result comes back with the full history, which replays to the same commands.
+//! It runs the runtime's own code: the workflow worker's instance handling and the service
+//! worker's task handling, over the in-memory store, on a virtual clock shared by the workflow
+//! and all its children. Ids, timers, retries, dead letters and parks are the runtime's. The
+//! clock jumps to the next due message whenever nothing is due now, so a year of monthly
+//! timers runs in milliseconds. Your services run on the implementations you register (real
+//! or fake); chosen calls can be made to end with a given outcome. The result comes back with
+//! the full history, which replays to the same commands.
 
-use infinitic_core::task::{TaskInfo, WithTask};
+use crate::client::{Client, ClientError};
+use crate::clock::VirtualClock;
+use crate::status::{describe, Description};
+use crate::store::memory::MemoryStore;
+use crate::store::{DeadLetter, Delivery, Settlement, StateStore, StoreError, Transport};
+use crate::topics;
+use crate::worker::service::{self, TaskEnd};
+use crate::worker::workflow::Stepper;
+use crate::worker::WorkerConfig;
 use infinitic_core::{
-    encode, Applied, Command, CommandId, CommandRecord, Completion, DispatchError, Generation,
-    History, HistoryEvent, Limits, MethodRun, ParkReason, Payload, Position, Progress, Service,
-    Start, Status, StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall, WorkflowDefinition,
-    WorkflowFactory, WorkflowId, WorkflowInstance,
+    encode, replay_with_limits, DispatchError, Generation, History, Limits, MethodRun, ParkReason,
+    RetryPolicy, Service, Start, Status, StepOutcome, Timestamp, Workflow, WorkflowCall,
+    WorkflowDefinition, WorkflowFactory, WorkflowId, WorkflowInstance,
 };
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Runs workflows in-process with virtual time. See the crate docs of `infinitic` for an
 /// example.
 pub struct WorkflowTester {
-    services: BTreeMap<&'static str, Arc<dyn Service>>,
+    services: BTreeMap<String, Arc<dyn Service>>,
     workflows: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
     injected: Vec<Injection>,
     start: Timestamp,
     workflow_id: WorkflowId,
     shuffle: Option<u64>,
     limits: Limits,
+    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for WorkflowTester {
@@ -39,6 +49,7 @@ impl std::fmt::Debug for WorkflowTester {
             .field("start", &self.start)
             .field("workflow_id", &self.workflow_id)
             .field("limits", &self.limits)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -63,6 +74,9 @@ pub struct TestRun<R> {
     pub finished_at: SystemTime,
     /// Virtual time from start to finish.
     pub elapsed: Duration,
+    /// Messages set aside during the run, with their reasons (a service's result that could
+    /// not be encoded, arguments over the limits, ...), oldest first.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// Why a tested run did not return a value.
@@ -71,7 +85,7 @@ pub enum TesterError {
     /// The call names a method the workflow lacks, or its arguments do not decode.
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
-    /// The call's arguments could not be encoded.
+    /// The call's arguments could not be encoded, or cross the limits.
     #[error("the workflow call's arguments cannot be encoded: {0}")]
     BadCall(String),
     /// The run was parked (panic, non-durable await, ...); `history` shows how far it got.
@@ -80,6 +94,17 @@ pub enum TesterError {
         /// Why.
         reason: ParkReason,
         /// The history up to that point.
+        history: Box<History>,
+    },
+    /// The workflow waits and nothing it waits on can ever come: a call to a service no one
+    /// serves here, a child workflow that is not registered, a child that is parked. On a
+    /// runtime it would wait (visibly, with this same description) until a worker or a fix
+    /// comes.
+    #[error("the workflow waits with nothing due: {description}")]
+    Waiting {
+        /// Its status: what it waits on, children with their state.
+        description: Box<Description>,
+        /// The history so far.
         history: Box<History>,
     },
     /// The return value did not decode as the expected type.
@@ -105,6 +130,7 @@ impl WorkflowTester {
             workflow_id: WorkflowId::new("test"),
             shuffle: None,
             limits: Limits::default(),
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -123,7 +149,8 @@ impl WorkflowTester {
 
     /// Registers a service implementation (a generated `…Dispatcher`).
     pub fn service(mut self, service: impl Service) -> Self {
-        self.services.insert(service.name(), Arc::new(service));
+        self.services
+            .insert(service.name().to_string(), Arc::new(service));
         self
     }
 
@@ -134,6 +161,20 @@ impl WorkflowTester {
     ) -> Self {
         self.workflows
             .insert(W::NAME.to_string(), Arc::new(WorkflowFactory::new(make)));
+        self
+    }
+
+    /// Sets the retry policy of failed and timed-out service calls, as a worker's
+    /// `WorkerConfig::retry` does (default: [`RetryPolicy::default`]). Retries wait on the
+    /// virtual clock.
+    ///
+    /// ```
+    /// use infinitic_core::RetryPolicy;
+    /// use infinitic_runtime::tester::WorkflowTester;
+    /// let tester = WorkflowTester::new().retry(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() });
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
@@ -149,8 +190,9 @@ impl WorkflowTester {
         self
     }
 
-    /// Makes the next `times` calls of `service::method` end with `outcome` instead of running
-    /// (for example `StepOutcome::TimedOut { attempts: 3 }`).
+    /// Makes the next `times` calls of `service::method` end with `outcome` instead of running,
+    /// as if the retry policy had already ended them so (for example
+    /// `StepOutcome::TimedOut { attempts: 3 }`). The service need not be registered.
     pub fn inject(
         mut self,
         service: &str,
@@ -188,8 +230,9 @@ impl WorkflowTester {
         self.inject(service, method, outcome, 1)
     }
 
-    /// Completes pending parallel service calls in a pseudo-random order drawn from `seed`
-    /// (default: the order they were scheduled). Timers still fire in time order.
+    /// Runs service calls that are due together in a pseudo-random order drawn from `seed`
+    /// (default: the order they were scheduled), one at a time, each outcome applied before
+    /// the next call runs. Timers still fire in time order.
     pub fn completion_order_seed(mut self, seed: u64) -> Self {
         self.shuffle = Some(seed);
         self
@@ -201,211 +244,276 @@ impl WorkflowTester {
         make: impl Fn() -> W + Send + Sync + 'static,
         call: WorkflowCall<R>,
     ) -> Result<TestRun<R>, TesterError> {
-        let definition = WorkflowFactory::new(make);
-        let input = call
-            .encode_args(&self.limits)
-            .map_err(|e| TesterError::BadCall(e.to_string()))?;
+        if call.workflow() != W::NAME {
+            return Err(TesterError::BadCall(format!(
+                "the call is for workflow `{}`, the tester runs `{}`",
+                call.workflow(),
+                W::NAME
+            )));
+        }
+        let definition: Arc<dyn WorkflowDefinition> = Arc::new(WorkflowFactory::new(make));
+        self.workflows
+            .insert(W::NAME.to_string(), Arc::clone(&definition));
+        let clock = VirtualClock::starting_at(self.start);
+        let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+        let config = WorkerConfig {
+            retry: self.retry.clone(),
+            limits: self.limits,
+            clock: Arc::new(clock.clone()),
+            ..WorkerConfig::default()
+        };
         let id = self.workflow_id.clone();
-        let start = self.start;
-        let (output, history, finished_at) = self
-            .run_instance(&definition, id, call.method().to_string(), input)
-            .await?;
-        let output = self
-            .limits
-            .decode(&output)
-            .map_err(|e| TesterError::BadResult(e.to_string()))?;
-        Ok(TestRun {
-            output,
-            history,
-            finished_at: finished_at.to_system_time(),
-            elapsed: finished_at.saturating_duration_since(start),
-        })
+        Client::new(store.clone())
+            .with_clock(Arc::clone(&config.clock))
+            .with_limits(self.limits)
+            .dispatch_with_id(id.clone(), call)
+            .await
+            .map_err(|error| match error {
+                ClientError::BadCall(reason) => TesterError::BadCall(reason),
+                other => TesterError::BadCall(other.to_string()),
+            })?;
+        let mut run = Run {
+            workflows: Stepper::new(self.workflows.clone(), &config),
+            workflow_topics: self.workflows.keys().map(|w| topics::workflow(w)).collect(),
+            store,
+            clock,
+            config,
+            order: self.shuffle,
+        };
+        while run.step(&id, &mut self).await {}
+        self.outcome(&run, &*definition, &id).await
     }
 
-    fn run_instance<'a>(
-        &'a mut self,
-        definition: &'a dyn WorkflowDefinition,
-        id: WorkflowId,
-        method: String,
-        input: Payload,
-    ) -> InstanceRun<'a> {
-        Box::pin(async move {
-            let mut history = History::new(
-                id.clone(),
-                definition.name(),
-                method.clone(),
-                input.clone(),
-                self.start,
-            );
-            let (mut instance, progress) = WorkflowInstance::start_with_limits(
-                definition,
-                Start {
-                    generation: Generation::FIRST,
-                    workflow_id: id.clone(),
-                    run: MethodRun(0),
-                    method: &method,
-                    input: &input,
-                    at: self.start,
-                },
-                self.limits,
-            )?;
-            let mut now = self.start;
-            let mut calls: VecDeque<CommandRecord> = VecDeque::new();
-            let mut timers: BTreeMap<(Timestamp, Position), ()> = BTreeMap::new();
-            let mut rng = self.shuffle.unwrap_or(0);
-            let mut status = self.record(progress, &mut history, &mut calls, &mut timers);
-            loop {
-                match status {
-                    Status::Completed(output) => return Ok((output, history, now)),
-                    Status::Parked(reason) => {
-                        return Err(TesterError::Parked {
-                            reason,
-                            history: Box::new(history),
-                        })
-                    }
-                    Status::Running => {}
-                }
-                let (position, outcome) = if !calls.is_empty() {
-                    let index = match self.shuffle {
-                        Some(_) => {
-                            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                            (rng >> 33) as usize % calls.len()
-                        }
-                        None => 0,
-                    };
-                    let record = calls.remove(index).expect("index is in bounds");
-                    let outcome = self.execute(&id, &record, now).await?;
-                    (record.position, outcome)
-                } else if let Some(((fire_at, position), ())) = timers.pop_first() {
-                    now = now.max(fire_at);
-                    (
-                        position,
-                        StepOutcome::Completed(encode(&()).unwrap_or_default()),
-                    )
-                } else {
-                    // The engine parks a run that waits with nothing pending, so this is only
-                    // reachable if every pending step was abandoned and nothing else is due.
-                    return Err(TesterError::Parked {
-                        reason: ParkReason::NonDurableAwait,
-                        history: Box::new(history),
-                    });
-                };
-                let completion = Completion {
-                    run: MethodRun(0),
-                    position,
-                    at: now,
-                    outcome,
-                };
-                match instance.apply(completion.clone()) {
-                    Ok(Applied::Progressed(progress)) => {
-                        history.events.push(HistoryEvent::Completed(completion));
-                        status = self.record(progress, &mut history, &mut calls, &mut timers);
-                    }
-                    // A select's loser finishing late: nothing to record.
-                    Ok(Applied::Ignored(_)) => status = Status::Running,
-                    Err(rejected) => {
-                        unreachable!("the tester only completes commands it was given: {rejected}")
-                    }
-                }
-            }
-        })
-    }
-
-    fn record(
+    /// The stored outcome of instance `id` after `run` stopped.
+    async fn outcome<R: DeserializeOwned>(
         &self,
-        progress: Progress,
-        history: &mut History,
-        calls: &mut VecDeque<CommandRecord>,
-        timers: &mut BTreeMap<(Timestamp, Position), ()>,
-    ) -> Status {
-        history.record_scheduled(&progress.commands);
-        for record in progress.commands {
-            match record.command {
-                Command::StartTimer { fire_at } => {
-                    timers.insert((fire_at, record.position), ());
-                }
-                Command::CallService { .. } | Command::StartChild { .. } => calls.push_back(record),
+        run: &Run,
+        definition: &dyn WorkflowDefinition,
+        id: &WorkflowId,
+    ) -> Result<TestRun<R>, TesterError> {
+        let stored = memory(run.store.load(id, true).await)
+            .expect("the client stored the instance before the run");
+        let history = History {
+            workflow_id: id.clone(),
+            generation: stored.header.generation,
+            workflow: stored.header.workflow,
+            method: stored.header.method,
+            input: stored.header.input,
+            started_at: stored.header.started_at,
+            events: stored.history,
+        };
+        match stored.state {
+            crate::store::WorkflowState::Completed(output) => {
+                let output = self
+                    .limits
+                    .decode(&output)
+                    .map_err(|e| TesterError::BadResult(e.to_string()))?;
+                let finished_at = run.clock_now();
+                Ok(TestRun {
+                    output,
+                    history,
+                    finished_at: finished_at.to_system_time(),
+                    elapsed: finished_at.saturating_duration_since(self.start),
+                    dead_letters: memory(run.store.dead_letters(usize::MAX).await),
+                })
+            }
+            crate::store::WorkflowState::Parked(stored_reason) => {
+                // The worker stores the reason as text: replaying the history, as a worker
+                // would on a retry, gives it back with its structure.
+                let reason = match replay_with_limits(definition, &history, self.limits) {
+                    Ok(replay) => match replay.status {
+                        Status::Parked(reason) => reason,
+                        _ => ParkReason::Panicked {
+                            message: stored_reason,
+                        },
+                    },
+                    Err(error) => return Err(TesterError::Dispatch(error)),
+                };
+                Err(TesterError::Parked {
+                    reason,
+                    history: Box::new(history),
+                })
+            }
+            crate::store::WorkflowState::Failed(reason) => {
+                // The start was refused: the same check, with its structure.
+                let started = WorkflowInstance::start_with_limits(
+                    definition,
+                    Start {
+                        workflow_id: id.clone(),
+                        generation: Generation::FIRST,
+                        run: MethodRun(0),
+                        method: &history.method,
+                        input: &history.input,
+                        at: history.started_at,
+                    },
+                    self.limits,
+                );
+                Err(match started {
+                    Err(error) => TesterError::Dispatch(error),
+                    Ok(_) => TesterError::BadCall(reason),
+                })
+            }
+            crate::store::WorkflowState::Pending | crate::store::WorkflowState::Running => {
+                let description =
+                    memory(describe(&run.store, id).await).expect("the instance is stored");
+                Err(TesterError::Waiting {
+                    description: Box::new(description),
+                    history: Box::new(history),
+                })
             }
         }
-        progress.status
     }
 
-    async fn execute(
-        &mut self,
-        parent: &WorkflowId,
-        record: &CommandRecord,
-        now: Timestamp,
-    ) -> Result<StepOutcome, TesterError> {
-        match &record.command {
-            Command::CallService {
-                service,
-                method,
-                args,
-            } => {
-                if let Some(injection) = self
-                    .injected
-                    .iter_mut()
-                    .find(|i| i.remaining > 0 && i.service == *service && i.method == *method)
-                {
-                    injection.remaining -= 1;
-                    return Ok(injection.outcome.clone());
-                }
-                let Some(implementation) = self.services.get(service.as_ref()) else {
-                    return Ok(StepOutcome::Unknown {
-                        reason: format!("no service named `{service}` is registered"),
-                    });
-                };
-                // As a service worker does: arguments crossing the limits are not decoded.
-                if let Err(e) = self.limits.check(args) {
-                    return Ok(StepOutcome::Invalid {
-                        reason: format!("arguments of {service}::{method} refused: {e}"),
-                    });
-                }
-                let info = TaskInfo {
-                    id: CommandId::new(parent.clone(), MethodRun(0), record.position),
-                    attempt: 1,
-                };
-                let call = WithTask::new(info, implementation.dispatch(method, args))
-                    .with_limits(self.limits);
-                Ok(outcome_of(call.await))
-            }
-            Command::StartChild {
-                workflow,
-                method,
-                args,
-            } => {
-                let Some(definition) = self.workflows.get(workflow.as_ref()).cloned() else {
-                    return Ok(StepOutcome::Unknown {
-                        reason: format!("no workflow named `{workflow}` is registered"),
-                    });
-                };
-                // The runtime's id of this child (see `protocol::command`), so the child draws
-                // the same `workflow::random()` and `uuid()` in tests as in production.
-                let command = CommandId::new(parent.clone(), MethodRun(0), record.position);
-                let child_id = WorkflowId::new(command.to_string());
-                let saved_start = std::mem::replace(&mut self.start, now);
-                let result = self
-                    .run_instance(&*definition, child_id, method.to_string(), args.clone())
-                    .await;
-                self.start = saved_start;
-                match result {
-                    Ok((output, _, _)) => Ok(StepOutcome::Completed(output)),
-                    // As on the runtime: an unknown method is `Unknown`, arguments that do not
-                    // decode are `Invalid`.
-                    Err(TesterError::Dispatch(e)) => Ok(e.into()),
-                    Err(other) => Err(other),
-                }
-            }
-            Command::StartTimer { .. } => unreachable!("timers are fired by the clock"),
-        }
+    /// The topics of services that can run here: registered, or with an injected outcome left.
+    fn service_topics(&self) -> Vec<String> {
+        let injected = self
+            .injected
+            .iter()
+            .filter(|i| i.remaining > 0)
+            .map(|i| i.service.as_str());
+        let mut names: Vec<&str> = self.services.keys().map(String::as_str).collect();
+        names.extend(injected);
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter().map(topics::service).collect()
+    }
+
+    /// Takes the injected outcome for the next call of `service::method`, if one is left.
+    fn take_injection(&mut self, service: &str, method: &str) -> Option<StepOutcome> {
+        let injection = self
+            .injected
+            .iter_mut()
+            .find(|i| i.remaining > 0 && i.service == service && i.method == method)?;
+        injection.remaining -= 1;
+        Some(injection.outcome.clone())
     }
 }
 
-/// A boxed (recursive: child workflows) run of one instance: its output, history and end time.
-type InstanceRun<'a> =
-    Pin<Box<dyn Future<Output = Result<(Payload, History, Timestamp), TesterError>> + 'a>>;
+/// One tested run: the workers' code on the in-memory store and the virtual clock.
+struct Run {
+    workflows: Stepper,
+    workflow_topics: Vec<String>,
+    store: MemoryStore,
+    clock: VirtualClock,
+    config: WorkerConfig,
+    /// The completion-order seed's generator state, when one is set.
+    order: Option<u64>,
+}
 
-/// One attempt's result as the step outcome a workflow sees (the tester does not retry).
-fn outcome_of(result: Result<Payload, TaskError>) -> StepOutcome {
-    result.map_or_else(|error| error.into_outcome(1), StepOutcome::Completed)
+/// Workflow events taken per step (one commit), as a worker's batch.
+const EVENTS_PER_STEP: usize = 256;
+
+/// A lease long enough that nothing taken comes back while the run handles it.
+const LEASE: Duration = Duration::from_secs(24 * 3600);
+
+impl Run {
+    fn clock_now(&self) -> Timestamp {
+        crate::clock::Clock::now(&self.clock)
+    }
+
+    /// Does the next thing: applies the workflow events due now, else runs one task due now,
+    /// else moves the clock to the next due message. `false` once instance `id` is finished or
+    /// nothing will ever be due.
+    async fn step(&mut self, id: &WorkflowId, tester: &mut WorkflowTester) -> bool {
+        let events = memory(
+            self.store
+                .receive(&self.workflow_topics, EVENTS_PER_STEP, LEASE)
+                .await,
+        );
+        if !events.deliveries.is_empty() {
+            memory(self.workflows.step(&self.store, events.deliveries).await);
+            let state = memory(self.store.load(id, false).await).map(|w| w.state);
+            return !state.is_some_and(|s| s.is_final());
+        }
+        let tasks = memory(
+            self.store
+                .receive(&tester.service_topics(), usize::MAX, LEASE)
+                .await,
+        );
+        if self.run_one_task(tester, tasks.deliveries).await {
+            return true;
+        }
+        match [events.next_visible_at, tasks.next_visible_at]
+            .into_iter()
+            .flatten()
+            .min()
+        {
+            Some(next) => {
+                self.clock.advance_to(next);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs one of the tasks taken (in publish order, or the seed's) and gives the others
+    /// back; `false` if none can run here.
+    async fn run_one_task(
+        &mut self,
+        tester: &mut WorkflowTester,
+        mut tasks: Vec<Delivery>,
+    ) -> bool {
+        tasks.sort_by_key(|t| t.id);
+        let mut runnable = Vec::new();
+        let mut back = Vec::new();
+        for delivery in tasks {
+            match service::decode(&delivery, &self.config.limits) {
+                Err(reason) => {
+                    let end = TaskEnd::DeadLetter {
+                        delivery: delivery.id,
+                        reason,
+                    };
+                    runnable.push((delivery, Err(end)));
+                }
+                Ok(task) => {
+                    let served = tester.services.contains_key(&task.service)
+                        || tester.injected.iter().any(|i| {
+                            i.remaining > 0 && i.service == task.service && i.method == task.method
+                        });
+                    if served {
+                        runnable.push((delivery, Ok(task)));
+                    } else {
+                        back.push(delivery);
+                    }
+                }
+            }
+        }
+        let chosen = match (runnable.len(), &mut self.order) {
+            (0, _) => None,
+            (n, Some(state)) => {
+                *state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                Some(runnable.remove((*state >> 33) as usize % n))
+            }
+            (_, None) => Some(runnable.remove(0)),
+        };
+        back.extend(runnable.into_iter().map(|(delivery, _)| delivery));
+        let now = self.clock_now();
+        let release = back
+            .into_iter()
+            .map(|d| Settlement::Retry {
+                delivery: d.id,
+                at: now,
+            })
+            .collect();
+        memory(self.store.settle(release).await);
+        let Some((_, task)) = chosen else {
+            return false;
+        };
+        let end: TaskEnd = match task {
+            Err(end) => end,
+            Ok(task) => match tester.take_injection(&task.service, &task.method) {
+                Some(outcome) => task.reply(outcome, now, None),
+                None => task.run(&tester.services, &self.config).await,
+            },
+        };
+        service::report(&self.store, None, end).await;
+        true
+    }
+}
+
+/// The in-memory store does not fail: a failure here is a bug of the tester.
+fn memory<T>(result: Result<T, StoreError>) -> T {
+    result.unwrap_or_else(|error| panic!("the in-memory store failed: {error}"))
 }

@@ -172,6 +172,18 @@ pub enum WorkflowState {
     Failed(String),
 }
 
+impl std::fmt::Display for WorkflowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkflowState::Pending => f.write_str("pending (no worker has started it yet)"),
+            WorkflowState::Running => f.write_str("running"),
+            WorkflowState::Completed(_) => f.write_str("completed"),
+            WorkflowState::Parked(reason) => write!(f, "parked ({reason})"),
+            WorkflowState::Failed(reason) => write!(f, "failed to start ({reason})"),
+        }
+    }
+}
+
 impl WorkflowState {
     /// Completed, parked or failed: nothing more will happen by itself.
     pub fn is_final(&self) -> bool {

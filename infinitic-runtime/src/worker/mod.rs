@@ -3,8 +3,8 @@
 
 mod cache;
 mod pacing;
-mod service;
-mod workflow;
+pub(crate) mod service;
+pub(crate) mod workflow;
 
 pub(crate) use pacing::{backoff, warn_throttled};
 
@@ -410,16 +410,4 @@ pub(crate) async fn lease_loop<T: Transport, I>(
 /// Resolves once `stop` is set.
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
-}
-
-/// A number in `[0, 1)` for retry jitter: not deterministic, and need not be.
-fn jitter_random() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos().into()),
-    );
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -3,15 +3,14 @@
 //! in this process, through the store otherwise.
 
 use super::{
-    jitter_random, lease_loop, stopped, warn_throttled, WorkReceiver, WorkSender, WorkerConfig,
-    WorkflowInput,
+    lease_loop, stopped, warn_throttled, WorkReceiver, WorkSender, WorkerConfig, WorkflowInput,
 };
 use crate::protocol;
 use crate::store::{Consumed, Delivery, DeliveryId, Outgoing, Settlement, Transport};
 use crate::topics;
 use infinitic_core::message::{decode_message_within, Message};
 use infinitic_core::task::{TaskInfo, WithTask};
-use infinitic_core::{CommandId, Service, StepOutcome, Timestamp};
+use infinitic_core::{CommandId, Limits, Payload, Service, StepOutcome, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
@@ -106,7 +105,8 @@ pub(super) async fn run<T: Transport>(
 }
 
 /// How one attempt ended, and what to do about it.
-enum TaskEnd {
+#[derive(Debug)]
+pub(crate) enum TaskEnd {
     /// Tell the workflow; also dead-letter the task message when `dead_letter` is set.
     Reply {
         /// The task message: consumed by the transition that applies the outcome.
@@ -156,125 +156,213 @@ fn failure(outcome: &StepOutcome) -> String {
     }
 }
 
+/// A task message, decoded: what to run and whom to tell.
+#[derive(Debug)]
+pub(crate) struct Task {
+    /// The task message: consumed by the transition that applies the outcome.
+    consumed: Consumed,
+    /// The command it carries out (the task id a service sees).
+    task: CommandId,
+    /// The workflow (by name) that issued it.
+    workflow: String,
+    /// The service called.
+    pub(crate) service: String,
+    /// The method called.
+    pub(crate) method: String,
+    args: Payload,
+    /// Counted from 1; it travels in the message (a broker need not count redeliveries), so
+    /// a message delivered again after a crash runs the same attempt again.
+    attempt: u32,
+}
+
+/// Decodes a task message; `Err` is why it is not one (it is dead-lettered with that
+/// reason).
+pub(crate) fn decode(delivery: &Delivery, limits: &Limits) -> Result<Task, String> {
+    let message = decode_message_within(&delivery.payload, limits)
+        .map_err(|error| format!("undecodable task message: {error}"))?;
+    let consumed = Consumed {
+        message: message.id(),
+        delivery: delivery.id,
+    };
+    match message {
+        Message::ExecuteTask {
+            task,
+            workflow,
+            service,
+            method,
+            args,
+            attempt,
+        } => Ok(Task {
+            consumed,
+            task,
+            workflow,
+            service,
+            method,
+            args,
+            attempt: attempt.max(1),
+        }),
+        message => Err(format!(
+            "not a task message on {}: {message:?}",
+            delivery.topic
+        )),
+    }
+}
+
+impl Task {
+    /// The end that tells the workflow `outcome` (and dead-letters the message with
+    /// `dead_letter`, if set).
+    pub(crate) fn reply(
+        &self,
+        outcome: StepOutcome,
+        at: Timestamp,
+        dead_letter: Option<String>,
+    ) -> TaskEnd {
+        TaskEnd::Reply {
+            task: self.consumed.clone(),
+            workflow: self.workflow.clone(),
+            command: self.task.clone(),
+            outcome,
+            at,
+            dead_letter,
+        }
+    }
+
+    /// Runs this attempt on `services` and decides what follows: the outcome for the
+    /// workflow, or the next attempt after the retry policy's delay.
+    pub(crate) async fn run(
+        self,
+        services: &BTreeMap<String, Arc<dyn Service>>,
+        config: &WorkerConfig,
+    ) -> TaskEnd {
+        let Task {
+            ref service,
+            ref method,
+            attempt,
+            ..
+        } = self;
+        let Some(implementation) = services.get(service) else {
+            let reason = format!("no service named `{service}` is registered on this worker");
+            let outcome = StepOutcome::Unknown {
+                reason: reason.clone(),
+            };
+            return self.reply(outcome, config.clock.now(), Some(reason));
+        };
+        // Checked before the dispatcher decodes them: never retried, it cannot get better.
+        if let Err(error) = config.limits.check(&self.args) {
+            let reason = format!("arguments of {service}::{method} refused: {error}");
+            let outcome = StepOutcome::Invalid {
+                reason: reason.clone(),
+            };
+            return self.reply(outcome, config.clock.now(), Some(reason));
+        }
+        let info = TaskInfo {
+            id: self.task.clone(),
+            attempt,
+        };
+        let call = WithTask::new(info, implementation.dispatch(method, &self.args))
+            .with_limits(config.limits);
+        let result = match tokio::time::timeout(config.task_timeout, call).await {
+            Ok(result) => result.map_err(Some),
+            Err(_elapsed) => Err(None),
+        };
+        let now = config.clock.now();
+        let final_failure = match result {
+            Ok(value) => return self.reply(StepOutcome::Completed(value), now, None),
+            // Never retried: a message that cannot be served is set aside, and the workflow
+            // told.
+            Err(Some(error)) if !error.is_retryable() => {
+                let reason = match &error {
+                    infinitic_core::TaskError::BadResult { reason } => {
+                        format!("result of {service}::{method} cannot be encoded: {reason}")
+                    }
+                    other => other.to_string(),
+                };
+                return self.reply(error.into_outcome(attempt), now, Some(reason));
+            }
+            Err(Some(error)) => error.into_outcome(attempt),
+            Err(None) => StepOutcome::TimedOut { attempts: attempt },
+        };
+        match config
+            .retry
+            .delay_after(attempt, retry_jitter(&self.task, attempt))
+        {
+            Some(delay) => {
+                tracing::info!(
+                    error = %failure(&final_failure),
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "task attempt failed, retrying"
+                );
+                let next = protocol::task(
+                    &self.workflow,
+                    self.task,
+                    service,
+                    method,
+                    self.args.clone(),
+                    attempt + 1,
+                    now + delay,
+                );
+                TaskEnd::Retry {
+                    delivery: self.consumed.delivery,
+                    next,
+                }
+            }
+            None => {
+                // The workflow receives the failure as a value: not a problem of the worker.
+                tracing::info!(
+                    error = %failure(&final_failure),
+                    "task attempt failed, no retry left"
+                );
+                self.reply(final_failure, now, None)
+            }
+        }
+    }
+}
+
 async fn execute(
     services: &BTreeMap<String, Arc<dyn Service>>,
     config: &WorkerConfig,
     delivery: Delivery,
 ) -> TaskEnd {
-    let message = match decode_message_within(&delivery.payload, &config.limits) {
-        Ok(message) => message,
-        Err(error) => {
+    let task = match decode(&delivery, &config.limits) {
+        Ok(task) => task,
+        Err(reason) => {
             return TaskEnd::DeadLetter {
                 delivery: delivery.id,
-                reason: format!("undecodable task message: {error}"),
+                reason,
             }
         }
-    };
-    let consumed = Consumed {
-        message: message.id(),
-        delivery: delivery.id,
-    };
-    let Message::ExecuteTask {
-        task,
-        workflow,
-        service,
-        method,
-        args,
-        attempt,
-    } = message
-    else {
-        return TaskEnd::DeadLetter {
-            delivery: delivery.id,
-            reason: format!("not a task message on {}: {message:?}", delivery.topic),
-        };
     };
     let span = tracing::Span::current();
-    span.record("service", service.as_str());
-    span.record("method", method.as_str());
-    span.record("task", field::display(&task));
-    let reply = |outcome: StepOutcome, dead_letter: Option<String>| TaskEnd::Reply {
-        task: consumed.clone(),
-        workflow: workflow.clone(),
-        command: task.clone(),
-        outcome,
-        at: config.clock.now(),
-        dead_letter,
-    };
-    let Some(implementation) = services.get(&service) else {
-        let reason = format!("no service named `{service}` is registered on this worker");
-        return reply(
-            StepOutcome::Unknown {
-                reason: reason.clone(),
-            },
-            Some(reason),
-        );
-    };
-    // Checked before the dispatcher decodes them: never retried, it cannot get better.
-    if let Err(error) = config.limits.check(&args) {
-        let reason = format!("arguments of {service}::{method} refused: {error}");
-        return reply(
-            StepOutcome::Invalid {
-                reason: reason.clone(),
-            },
-            Some(reason),
-        );
+    span.record("service", task.service.as_str());
+    span.record("method", task.method.as_str());
+    span.record("task", field::display(&task.task));
+    task.run(services, config).await
+}
+
+/// A number in `[0, 1)` for a retry's jitter, drawn from the task's id and attempt: retries
+/// of different tasks spread apart, yet one task waits the same on every deployment and in
+/// the tester (no hidden randomness to make a test flaky).
+fn retry_jitter(task: &CommandId, attempt: u32) -> f64 {
+    // FNV-1a then a 64-bit finaliser: stable across builds and platforms, unlike std's
+    // hashers, and with well-mixed high bits.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in task.to_string().bytes().chain(attempt.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    // The attempt travels in the message (a broker need not count redeliveries); a message
-    // delivered again after a crash runs the same attempt again.
-    let attempt = attempt.max(1);
-    let info = TaskInfo {
-        id: task.clone(),
-        attempt,
-    };
-    let call =
-        WithTask::new(info, implementation.dispatch(&method, &args)).with_limits(config.limits);
-    let result = match tokio::time::timeout(config.task_timeout, call).await {
-        Ok(result) => result.map_err(Some),
-        Err(_elapsed) => Err(None),
-    };
-    let final_failure = match result {
-        Ok(value) => return reply(StepOutcome::Completed(value), None),
-        // Never retried: a message that cannot be served is set aside, and the workflow told.
-        Err(Some(error)) if !error.is_retryable() => {
-            let reason = match &error {
-                infinitic_core::TaskError::BadResult { reason } => {
-                    format!("result of {service}::{method} cannot be encoded: {reason}")
-                }
-                other => other.to_string(),
-            };
-            return reply(error.into_outcome(attempt), Some(reason));
-        }
-        Err(Some(error)) => error.into_outcome(attempt),
-        Err(None) => StepOutcome::TimedOut { attempts: attempt },
-    };
-    match config.retry.delay_after(attempt, jitter_random()) {
-        Some(delay) => {
-            tracing::info!(
-                error = %failure(&final_failure),
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                "task attempt failed, retrying"
-            );
-            let due = config.clock.now() + delay;
-            let next = protocol::task(&workflow, task, &service, &method, args, attempt + 1, due);
-            TaskEnd::Retry {
-                delivery: delivery.id,
-                next,
-            }
-        }
-        None => {
-            // The workflow receives the failure as a value: not a problem of the worker.
-            tracing::info!(
-                error = %failure(&final_failure),
-                "task attempt failed, no retry left"
-            );
-            reply(final_failure, None)
-        }
-    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    (hash >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Delivers a task's end: in memory to a local workflow worker (which removes the task message
 /// in the commit that applies the outcome), or through the store.
-async fn report<T: Transport>(transport: &T, local: Option<&LocalWorkflows>, end: TaskEnd) {
+pub(crate) async fn report<T: Transport>(
+    transport: &T,
+    local: Option<&LocalWorkflows>,
+    end: TaskEnd,
+) {
     let settlement = match end {
         TaskEnd::Reply {
             task,

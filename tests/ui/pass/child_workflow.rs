@@ -55,14 +55,15 @@ async fn main() {
         .expect("completes");
     assert_eq!(run.output, Ok(14));
 
-    // Without the child registered, the parent sees a typed failure.
-    let run = WorkflowTester::new()
+    // Without the child registered, the parent waits for a worker that runs it, and says so.
+    let result = WorkflowTester::new()
         .run(SumOfSquaresImpl::default, SumOfSquaresStub.run(vec![4]))
-        .await
-        .expect("completes");
+        .await;
+    let Err(infinitic::TesterError::Waiting { description, .. }) = result else {
+        panic!("the parent should wait, got {result:?}");
+    };
     assert!(
-        matches!(run.output, Err(StepError::Unknown { .. })),
-        "{:?}",
-        run.output
+        description.to_string().contains("not started yet"),
+        "{description}"
     );
 }

@@ -87,11 +87,8 @@ impl Billing for BillingImpl {
             }) => Outcome::Declined(code),
             Err(StepError::Failed {
                 error: PaymentError::Fraud,
-                attempts,
-            }) => {
-                assert_eq!(attempts, 1);
-                Outcome::Blocked
-            }
+                ..
+            }) => Outcome::Blocked,
             Err(other) => Outcome::Broken(other.to_string()),
         }
     }
@@ -123,7 +120,8 @@ async fn main() {
         run.output,
         Err(StepError::Failed {
             error: PaymentError::Declined { code: 51 },
-            attempts: 1
+            // Retried by the default policy, as a worker does.
+            attempts: 5
         })
     );
 

@@ -3,7 +3,7 @@
 //! sends and stores.
 
 use super::not_applied::{refuse, warn_later, NotApplied};
-use super::rebuild::Rebuilt;
+use super::rebuild::{Parked, Rebuilt};
 use super::{Batch, FIRST_VERSION, HOLD_BASE};
 use crate::clock::Clock;
 use crate::protocol;
@@ -12,8 +12,8 @@ use crate::store::{
     DeliveryId, Outgoing, Settlement, StateStore, Transition, WorkflowHeader, WorkflowState,
 };
 use crate::topics;
-use crate::worker::cache::Cache;
-use crate::worker::{backoff, WorkflowInput};
+use crate::worker::cache::{Cache, CacheCounters};
+use crate::worker::{backoff, WorkerConfig, WorkflowInput};
 use infinitic_core::message::{decode_message_within, Message, ParentStep};
 use infinitic_core::{
     Applied, CommandId, CommandRecord, Completion, Generation, HistoryEvent, Limits, MethodRun,
@@ -47,6 +47,24 @@ pub(super) struct Live {
 }
 
 impl Instances {
+    /// Instances of `definitions`, cached up to the configured capacity; tasks for
+    /// `local_services` are handed over in memory.
+    pub(super) fn new(
+        definitions: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
+        config: &WorkerConfig,
+        local_services: BTreeSet<String>,
+        counters: Arc<CacheCounters>,
+    ) -> Self {
+        Self {
+            definitions,
+            cache: Cache::new(config.cache_capacity, counters),
+            local_services,
+            task_lease: config.task_timeout + config.task_lease_margin,
+            limits: config.limits,
+            clock: Arc::clone(&config.clock),
+        }
+    }
+
     pub(super) async fn handle<S: StateStore>(
         &mut self,
         store: &S,
@@ -75,6 +93,9 @@ impl Instances {
                         }
                     }
                     Ok(Found::Done(effect)) => effect.settle(delivery, batch),
+                    Ok(Found::Parked(parked)) => {
+                        keep_for_parked(parked, task, command, outcome, at).settle(delivery, batch)
+                    }
                     // The outcome is only in memory: keep it as an event on the store, with
                     // the task message's removal.
                     Err(NotApplied::Later { reason, park }) => {
@@ -319,6 +340,7 @@ impl Instances {
                 .apply_completion(*live, recovered, consumed, command, outcome, at)
                 .map_err(NotApplied::Never),
             Found::Done(effect) => Ok(effect),
+            Found::Parked(parked) => Ok(keep_for_parked(parked, consumed, command, outcome, at)),
         }
     }
 
@@ -350,6 +372,7 @@ impl Instances {
                 match self.rebuild(stored)? {
                     Rebuilt::Live(live, new_commands) => (*live, new_commands),
                     Rebuilt::Done(effect) => return Ok(Found::Done(effect)),
+                    Rebuilt::Parked(parked) => return Ok(Found::Parked(parked)),
                 }
             }
         };
@@ -421,12 +444,48 @@ fn other_generation(command: &CommandId, generation: Generation) -> Effect {
     Effect::Ack
 }
 
+/// An outcome for a parked instance: stored with it (appended to its history; it stays
+/// parked) by the transition that consumes the message, so it is applied when the instance
+/// is retried after a fix. An outcome its history already holds changes nothing.
+fn keep_for_parked(
+    parked: Parked,
+    consumed: Consumed,
+    command: CommandId,
+    outcome: StepOutcome,
+    at: Timestamp,
+) -> Effect {
+    let known = parked.history.iter().any(|event| {
+        matches!(event, HistoryEvent::Completed(c)
+            if c.run == command.run && c.position == command.position)
+    });
+    if known {
+        return Effect::Ack;
+    }
+    let completion = Completion {
+        run: command.run,
+        position: command.position,
+        at,
+        outcome,
+    };
+    Effect::transition(protocol::step(
+        &command.workflow,
+        parked.version,
+        None,
+        WorkflowState::Parked(parked.reason),
+        vec![HistoryEvent::Completed(completion)],
+        Vec::new(),
+        consumed,
+    ))
+}
+
 /// The instance a completion is for, or what to do with the completion instead.
 enum Found {
     /// Live, with the commands a rebuild issued past the end of its history.
     Live(Box<Live>, Vec<CommandRecord>),
-    /// Nothing to apply it to (a late event, another generation, a parked instance's park).
+    /// Nothing to apply it to (a late event, another generation).
     Done(Effect),
+    /// Parked: the completion is stored with it.
+    Parked(Parked),
 }
 
 /// What a start message asks for.

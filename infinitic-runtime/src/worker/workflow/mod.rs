@@ -5,11 +5,11 @@
 //! [`Transition`]: new history events, new state, outgoing messages and the removal of the
 //! consumed message, committed together (a batch of them per commit).
 
-use super::cache::{Cache, CacheCounters};
+use super::cache::CacheCounters;
 use super::{lease_loop, warn_throttled, WorkReceiver, WorkSender, WorkerConfig, WorkflowInput};
 use crate::store::{
     CommitOutcome, Consumed, Delivery, DeliveryId, LocalHandoff, Settlement, StateStore,
-    Transition, Transport, WorkflowState,
+    StoreError, Transition, Transport, WorkflowState,
 };
 use crate::topics;
 use infinitic_core::{WorkflowDefinition, WorkflowId};
@@ -106,14 +106,7 @@ pub(super) async fn run<T: Transport, S: StateStore>(
         Some((names, sender)) if handoff => (names, Some(sender)),
         _ => (BTreeSet::new(), None),
     };
-    let mut instances = Instances {
-        definitions,
-        cache: Cache::new(config.cache_capacity, cache),
-        local_services,
-        task_lease: config.task_timeout + config.task_lease_margin,
-        limits: config.limits,
-        clock: Arc::clone(&config.clock),
-    };
+    let mut instances = Instances::new(definitions, &config, local_services, cache);
     let commits_in_flight = config.commits_in_flight.max(1);
     let in_flight = Arc::new(Semaphore::new(commits_in_flight));
     let (conflicts_tx, mut conflicts) = mpsc::unbounded_channel::<Vec<WorkflowId>>();
@@ -128,16 +121,7 @@ pub(super) async fn run<T: Transport, S: StateStore>(
                 instances.cache.evict(key);
             }
         }
-        let mut batch = Batch::default();
-        for input in batch_inputs.drain(..) {
-            let span = input.span();
-            let seen = (batch.transitions.len(), batch.settlements.len());
-            instances
-                .handle(&*store, input, &mut batch)
-                .instrument(span.clone())
-                .await;
-            span.in_scope(|| batch.log_since(seen));
-        }
+        let mut batch = Batch::of(&mut instances, &*store, batch_inputs.drain(..)).await;
         let handoffs = match transport.local_handoff().filter(|_| handoff) {
             Some(handoff) => assign_local_ids(handoff, &mut ids, &mut batch.transitions).await,
             None => Vec::new(),
@@ -235,6 +219,49 @@ pub(super) async fn run<T: Transport, S: StateStore>(
         // Published before the worker returns: what its last commits recorded.
         let _ = finish.send(true);
         let _ = relay.await;
+    }
+}
+
+/// A workflow worker without its loops, on an embedded store: the
+/// [`WorkflowTester`](crate::tester::WorkflowTester) hands it the events due at its virtual
+/// time and commits each batch before taking the next. The instances run exactly as in the
+/// worker's loop ([`run`]); only the pipelining of commits is left out.
+pub(crate) struct Stepper {
+    instances: Instances,
+}
+
+impl Stepper {
+    pub(crate) fn new(
+        definitions: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
+        config: &WorkerConfig,
+    ) -> Self {
+        let cache = Arc::new(CacheCounters::new(config.cache_capacity));
+        Self {
+            instances: Instances::new(definitions, config, BTreeSet::new(), cache),
+        }
+    }
+
+    /// Applies `deliveries`, in order, and commits what they made on `store`, a store that
+    /// settles what its commits consume.
+    pub(crate) async fn step<S: Transport + StateStore>(
+        &mut self,
+        store: &S,
+        deliveries: Vec<Delivery>,
+    ) -> Result<(), StoreError> {
+        let inputs = deliveries.into_iter().map(WorkflowInput::Event);
+        let batch = Batch::of(&mut self.instances, store, inputs).await;
+        let keys: Vec<WorkflowId> = batch
+            .transitions
+            .iter()
+            .map(|t| t.workflow_id.clone())
+            .collect();
+        let outcomes = store.commit(batch.transitions).await?;
+        for (key, outcome) in keys.iter().zip(outcomes) {
+            if outcome == CommitOutcome::Conflict {
+                self.instances.cache.evict(key);
+            }
+        }
+        store.settle(batch.settlements).await
     }
 }
 
@@ -368,6 +395,25 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// What `inputs` make, in order: each one's transition or settlement.
+    async fn of<S: StateStore>(
+        instances: &mut Instances,
+        store: &S,
+        inputs: impl IntoIterator<Item = WorkflowInput>,
+    ) -> Batch {
+        let mut batch = Batch::default();
+        for input in inputs {
+            let span = input.span();
+            let seen = (batch.transitions.len(), batch.settlements.len());
+            instances
+                .handle(store, input, &mut batch)
+                .instrument(span.clone())
+                .await;
+            span.in_scope(|| batch.log_since(seen));
+        }
+        batch
+    }
+
     /// Logs the parks and dead letters added since `(transitions, settlements)` were counted
     /// (when they are decided: the commit that records them may still fail and be redone).
     fn log_since(&self, (transitions, settlements): (usize, usize)) {

@@ -8,7 +8,7 @@ use infinitic_core::{Limits, StepOutcome, WorkflowId};
 
 /// Why an event could not be applied now.
 pub(super) enum NotApplied {
-    /// Not now (the store is unavailable, the instance is parked): delivered again later, never
+    /// Not now (the store is unavailable or the instance cannot be rebuilt): delivered again later, never
     /// dead-lettered; `park` records why the instance cannot go on, where it can be recorded.
     Later {
         reason: String,
@@ -19,10 +19,6 @@ pub(super) enum NotApplied {
 }
 
 impl NotApplied {
-    pub(super) fn later(reason: String) -> Self {
-        NotApplied::Later { reason, park: None }
-    }
-
     /// A store failure while handling an event of `id`: the event waits, whatever the
     /// failure; an instance whose stored form cannot be decoded is parked with the reason
     /// (its status shows it) unless it already is.

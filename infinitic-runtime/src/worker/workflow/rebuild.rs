@@ -5,7 +5,7 @@ use super::instances::{Effect, Instances, Live};
 use super::not_applied::NotApplied;
 use crate::protocol;
 use crate::store::{StoredWorkflow, WorkflowState};
-use infinitic_core::{replay_with_limits, CommandRecord, History, Status};
+use infinitic_core::{replay_with_limits, CommandRecord, History, HistoryEvent, Status};
 
 /// What replaying an instance's history gave.
 pub(super) enum Rebuilt {
@@ -14,6 +14,15 @@ pub(super) enum Rebuilt {
     Live(Box<Live>, Vec<CommandRecord>),
     /// Nothing to run: the event is settled with this effect.
     Done(Effect),
+    /// Parked: the event is stored with it.
+    Parked(Parked),
+}
+
+/// A parked instance, as stored.
+pub(super) struct Parked {
+    pub(super) reason: String,
+    pub(super) version: u64,
+    pub(super) history: Vec<HistoryEvent>,
 }
 
 impl Instances {
@@ -21,12 +30,13 @@ impl Instances {
     pub(super) fn rebuild(&self, stored: StoredWorkflow) -> Result<Rebuilt, NotApplied> {
         match &stored.state {
             WorkflowState::Running => {}
-            // Kept for when the instance is retried after a fix.
+            // Its events are stored with it, for when it is retried after a fix.
             WorkflowState::Parked(reason) => {
-                return Err(NotApplied::later(format!(
-                    "workflow {} is parked ({reason}); its events wait",
-                    stored.id
-                )))
+                return Ok(Rebuilt::Parked(Parked {
+                    reason: reason.clone(),
+                    version: stored.version,
+                    history: stored.history,
+                }))
             }
             state if state.is_final() => return Ok(Rebuilt::Done(Effect::Ack)), // late event
             _ => {
