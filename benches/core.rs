@@ -331,14 +331,11 @@ fn drive(mut future: BoxedFuture) -> u64 {
 }
 
 fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    for _ in 0..1_000_000 {
-        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
-        }
-    }
-    panic!("the in-process tester did not finish");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the tester")
+        .block_on(future)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Runs workflows in-process with virtual time. See the crate docs of `infinitic` for an
-/// example.
+/// Runs workflows in-process with virtual time, on the runtime's own worker code. See the
+/// crate docs of `infinitic` for an example. [`WorkflowTester::run`] needs a tokio runtime
+/// (`#[tokio::test]`, or `#[tokio::main]`).
 pub struct WorkflowTester {
     services: BTreeMap<String, Arc<dyn Service>>,
     workflows: BTreeMap<String, Arc<dyn WorkflowDefinition>>,
