@@ -10,16 +10,18 @@
 //! - a parent waiting on a parked child keeps waiting, and its status says why;
 //! - a child workflow that returns `Err` completes, and its parent gets the error as a value.
 
+#[path = "support/both.rs"]
+mod both;
+
+use both::{waited_on, Runtime};
 use infinitic::prelude::*;
 use infinitic::status::{Description, Waiting};
 use infinitic::store::memory::MemoryStore;
 use infinitic::{
-    Client, RetryPolicy, RunningWorker, TesterError, Worker, WorkerConfig, WorkflowCall,
-    WorkflowId, WorkflowState, WorkflowTester,
+    Client, RetryPolicy, TesterError, Worker, WorkerConfig, WorkflowState, WorkflowTester,
 };
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[workflow]
 pub trait Child {
@@ -152,72 +154,6 @@ fn tester() -> WorkflowTester {
         .service(FlakyDispatcher::new(FlakyImpl))
 }
 
-/// One worker on the in-memory store, on the wall clock.
-struct Runtime {
-    worker: RunningWorker,
-    client: Client<MemoryStore>,
-}
-
-impl Runtime {
-    fn start() -> Self {
-        let store = MemoryStore::new();
-        let worker = everything(Worker::new(store.clone()))
-            .config(WorkerConfig {
-                poll_interval: Duration::from_millis(5),
-                retry: quick_retries(),
-                ..WorkerConfig::default()
-            })
-            .start();
-        Self {
-            worker,
-            client: Client::new(store),
-        }
-    }
-
-    async fn run<R: DeserializeOwned>(&self, id: &str, call: WorkflowCall<R>) -> R {
-        let handle = self.client.dispatch_with_id(id, call).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), handle.result())
-            .await
-            .expect("finishes")
-            .unwrap()
-    }
-
-    /// Starts `call` and returns the instance's description once `settled` accepts it.
-    async fn waiting<R>(
-        &self,
-        id: &str,
-        call: WorkflowCall<R>,
-        settled: impl Fn(&Description) -> bool,
-    ) -> Description {
-        self.client.dispatch_with_id(id, call).await.unwrap();
-        let id = WorkflowId::new(id);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(description) = self.client.describe(&id).await.unwrap() {
-                if settled(&description) {
-                    return description;
-                }
-                assert!(Instant::now() < deadline, "{id}: {description}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.worker.shutdown().await;
-    }
-}
-
-/// What a description says is waited on: the commands and what they are (not since when: the
-/// tester's clock is virtual).
-fn waited_on(description: &Description) -> Vec<(String, Waiting)> {
-    description
-        .waiting_on
-        .iter()
-        .map(|w| (w.command.to_string(), w.what.clone()))
-        .collect()
-}
-
 /// The tester's description of a run that waits with nothing due.
 fn tester_waits<R: std::fmt::Debug>(result: Result<R, TesterError>) -> Description {
     match result {
@@ -271,7 +207,7 @@ impl Racer for RacerImpl {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_child_loses_to_the_parents_timer_on_both_and_a_fast_one_wins() {
-    let runtime = Runtime::start();
+    let runtime = Runtime::start(everything, quick_retries());
     for (child, timer, winner) in [(5_000, 100, "timer"), (50, 5_000, "child")] {
         let tested = tester()
             .run(RacerImpl::default, RacerStub.run(child, timer))
@@ -340,7 +276,7 @@ async fn retries_follow_the_same_policy_on_both() {
         .run(PersistentImpl::default, PersistentStub.run())
         .await
         .unwrap();
-    let runtime = Runtime::start();
+    let runtime = Runtime::start(everything, quick_retries());
     let run = runtime.run("persistent", PersistentStub.run()).await;
     runtime.stop().await;
     let expected = (
@@ -407,7 +343,7 @@ impl Stuck for StuckImpl {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_no_worker_serves_waits_visibly_on_both_and_a_timer_bounds_it() {
-    let runtime = Runtime::start();
+    let runtime = Runtime::start(everything, quick_retries());
 
     let tested = tester_waits(
         tester()
@@ -491,7 +427,7 @@ async fn a_parent_of_a_parked_child_waits_visibly_on_both() {
             .run(GuardianImpl::default, GuardianStub.run())
             .await,
     );
-    let runtime = Runtime::start();
+    let runtime = Runtime::start(everything, quick_retries());
     let run = runtime
         .waiting("guardian", GuardianStub.run(), |d| {
             d.waiting_on.iter().any(|w| {
@@ -568,7 +504,7 @@ async fn a_child_that_returns_err_completes_and_its_parent_gets_the_error_as_a_v
         .run(AskerImpl::default, AskerStub.run())
         .await
         .unwrap();
-    let runtime = Runtime::start();
+    let runtime = Runtime::start(everything, quick_retries());
     let run = runtime.run("asker", AskerStub.run()).await;
     runtime.stop().await;
     let expected = vec![Ok(Ok(2)), Ok(Err("3 is odd".to_string()))];

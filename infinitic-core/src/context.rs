@@ -99,6 +99,11 @@ impl EngineState {
         self.ready.push((position, outcome));
     }
 
+    /// Whether `position`'s outcome was delivered and not yet taken.
+    pub(crate) fn is_ready(&self, position: Position) -> bool {
+        self.ready.iter().any(|(p, _)| *p == position)
+    }
+
     pub(crate) fn take_ready(&mut self, position: Position) -> Option<StepOutcome> {
         let index = self.ready.iter().position(|(p, _)| *p == position)?;
         Some(self.ready.swap_remove(index).1)

@@ -40,6 +40,30 @@ impl DurableStep {
     }
 }
 
+impl DurableStep {
+    /// Schedules the command now, in the current poll (the command gets its position now),
+    /// unless it already is.
+    fn dispatch(&mut self) {
+        if let StepState::New(_) = self.state {
+            let StepState::New(command) = std::mem::replace(&mut self.state, StepState::Done)
+            else {
+                unreachable!("checked above")
+            };
+            self.state = StepState::Waiting(with_state(|s| s.schedule(command, self.location)));
+        }
+    }
+
+    /// Whether the outcome is there: taken already, or delivered and waiting for the next
+    /// poll. Decided by the history applied so far, so the same on every replay.
+    fn is_completed(&self) -> bool {
+        match self.state {
+            StepState::New(_) => false,
+            StepState::Waiting(position) => with_state(|s| s.is_ready(position)),
+            StepState::Done => true,
+        }
+    }
+}
+
 impl Future for DurableStep {
     type Output = StepOutcome;
 
@@ -140,6 +164,33 @@ impl<T, E> ServiceCall<T, E> {
     }
 }
 
+impl<T: DeserializeOwned, E: DeserializeOwned> ServiceCall<T, E> {
+    /// Sends the call now and returns it to await later: the call runs while the workflow
+    /// goes on. (`.await` on the call itself sends it when it is awaited; a call bound to a
+    /// variable and not awaited sends nothing.)
+    ///
+    /// ```no_run
+    /// # use infinitic_core::{ServiceCall, StepError, NoError};
+    /// # async fn demo(price: ServiceCall<u64>, stock: ServiceCall<u64>) -> Result<u64, StepError<NoError>> {
+    /// let price = price.dispatch(); // sent now
+    /// let stock = stock.await?;     // sent and awaited; the price call runs meanwhile
+    /// let price = price.await?;
+    /// # Ok(price * stock)
+    /// # }
+    /// ```
+    pub fn dispatch(self) -> TypedStep<T, E> {
+        let mut step = self.into_future();
+        step.dispatch();
+        step
+    }
+
+    /// Sends the call now and never waits for it (fire and forget): it runs, with its
+    /// retries, and its outcome is ignored, even if the workflow has ended by then.
+    pub fn dispatch_detached(self) {
+        drop(self.dispatch());
+    }
+}
+
 impl<T: DeserializeOwned, E: DeserializeOwned> IntoFuture for ServiceCall<T, E> {
     type Output = Result<T, StepError<E>>;
     type IntoFuture = TypedStep<T, E>;
@@ -229,6 +280,31 @@ impl<R> WorkflowCall<R> {
     }
 }
 
+impl<R: DeserializeOwned> WorkflowCall<R> {
+    /// Starts the child workflow now and returns it to await later; the parent goes on
+    /// meanwhile. Its id is the command id, as for an awaited child.
+    ///
+    /// ```no_run
+    /// # use infinitic_core::{WorkflowCall, StepError, NoError};
+    /// # async fn demo(a: WorkflowCall<u64>, b: WorkflowCall<u64>) -> Result<u64, StepError<NoError>> {
+    /// let a = a.dispatch(); // both children run at once
+    /// let b = b.dispatch();
+    /// # Ok(a.await? + b.await?)
+    /// # }
+    /// ```
+    pub fn dispatch(self) -> TypedStep<R, NoError> {
+        let mut step = self.into_future();
+        step.dispatch();
+        step
+    }
+
+    /// Starts the child workflow now and never waits for it (fire and forget): it runs to
+    /// its end on its own; its result is ignored, even if the parent has ended by then.
+    pub fn dispatch_detached(self) {
+        drop(self.dispatch());
+    }
+}
+
 impl<R: DeserializeOwned> IntoFuture for WorkflowCall<R> {
     type Output = Result<R, StepError<NoError>>;
     type IntoFuture = TypedStep<R, NoError>;
@@ -265,6 +341,36 @@ impl<T, E> TypedStep<T, E> {
         Self {
             step,
             _types: PhantomData,
+        }
+    }
+}
+
+impl<T, E> TypedStep<T, E> {
+    fn dispatch(&mut self) {
+        if let Ok(step) = &mut self.step {
+            step.dispatch();
+        }
+    }
+
+    /// Whether the step has completed, without waiting: for a dispatched call, whether its
+    /// outcome has arrived (`.await` then returns at once). Decided by the history applied so
+    /// far, so a replay sees the same answers.
+    ///
+    /// ```no_run
+    /// # use infinitic_core::{ServiceCall, workflow};
+    /// # async fn demo(report: ServiceCall<u64>) {
+    /// let report = report.dispatch();
+    /// workflow::sleep(std::time::Duration::from_secs(60)).await;
+    /// if !report.is_completed() {
+    ///     // still running after a minute
+    /// }
+    /// # }
+    /// ```
+    pub fn is_completed(&self) -> bool {
+        match &self.step {
+            Ok(step) => step.is_completed(),
+            // Refused before it was sent: its outcome (`StepError::Invalid`) is known.
+            Err(_) => true,
         }
     }
 }

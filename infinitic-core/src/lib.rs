@@ -10,6 +10,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 mod bounded;
+mod branches;
 mod codec;
 mod command;
 mod context;

@@ -5,6 +5,10 @@
 //! sees exactly what the first execution saw. They panic when called outside a running
 //! workflow.
 
+pub use crate::branches::{
+    join, race, Branches, Join2, Join3, Join4, Join5, Join6, Join7, Join8, OneOf2, OneOf3, OneOf4,
+    OneOf5, OneOf6, OneOf7, OneOf8, Race2, Race3, Race4, Race5, Race6, Race7, Race8,
+};
 use crate::context::with_state;
 use crate::durable::Sleep;
 use crate::{Timestamp, WorkflowId};

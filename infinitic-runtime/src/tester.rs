@@ -413,8 +413,8 @@ impl Run {
     }
 
     /// Does the next thing: applies the workflow events due now, else runs one task due now,
-    /// else moves the clock to the next due message. `false` once instance `id` is finished or
-    /// nothing will ever be due.
+    /// else moves the clock to the next due message. `false` once nothing is due now and
+    /// instance `id` has ended, or nothing will ever be due.
     async fn step(&mut self, id: &WorkflowId, tester: &mut WorkflowTester) -> bool {
         let events = memory(
             self.store
@@ -423,8 +423,7 @@ impl Run {
         );
         if !events.deliveries.is_empty() {
             memory(self.workflows.step(&self.store, events.deliveries).await);
-            let state = memory(self.store.load(id, false).await).map(|w| w.state);
-            return !state.is_some_and(|s| s.is_final());
+            return true;
         }
         let tasks = memory(
             self.store
@@ -433,6 +432,12 @@ impl Run {
         );
         if self.run_one_task(tester, tasks.deliveries).await {
             return true;
+        }
+        // Once the tested instance has ended, what is due at its end still runs (calls and
+        // children it dispatched and did not await), but the clock stops.
+        let state = memory(self.store.load(id, false).await).map(|w| w.state);
+        if state.is_some_and(|s| s.is_final()) {
+            return false;
         }
         match [events.next_visible_at, tasks.next_visible_at]
             .into_iter()
