@@ -100,10 +100,29 @@ pub use infinitic_macros::service;
 pub use infinitic_macros::workflow;
 
 /// Everything a workflow or service author needs in scope.
+///
+/// One `use infinitic::prelude::*;` is enough for a workflow, a service, a worker, a client and
+/// a test:
+///
+/// ```no_run
+/// use infinitic::prelude::*;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = SqliteStore::open("app.db", OpenMode::CreateIfMissing)?;
+/// let worker = Worker::new(store.clone()).config(WorkerConfig::default()).start();
+/// let client = Client::new(store);
+/// # let _ = (client, RetryPolicy::default(), Durability::Full, MemoryStore::new());
+/// worker.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 pub mod prelude {
     pub use crate::{
-        service, workflow, workflow::Either, NoError, StepError, WorkflowFactory, WorkflowTester,
+        service, workflow,
+        workflow::{Either, OneOf2, OneOf3, OneOf4, OneOf5, OneOf6, OneOf7, OneOf8},
+        Client, ClientError, MemoryStore, NoError, RetryPolicy, SqliteStore, StepError,
+        TesterError, Worker, WorkerConfig, WorkflowFactory, WorkflowState, WorkflowTester,
     };
+    pub use infinitic_runtime::store::sqlite::{Durability, OpenMode};
 }
 
 /// Support for generated code: not a public API, may change in any release.

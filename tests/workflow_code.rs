@@ -303,3 +303,23 @@ async fn join_and_race_take_branches_of_different_types() {
     let (won, _, _) = on_both("race-won", || CallsStub.race_won()).await;
     assert_eq!(won, OneOf4::First("FAST".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_awaited_with_a_timeout_says_the_instance_goes_on() {
+    // A worker that does not serve `Ghost`: `raced` waits 100 ms on its timer.
+    let runtime = Runtime::start(register(Notebook::default()), RetryPolicy::default());
+    let handle = runtime
+        .client
+        .dispatch_with_id("patient", CallsStub.raced())
+        .await
+        .unwrap();
+    match handle.result_within(Duration::from_millis(1)).await {
+        Err(ClientError::TimedOut { id, waited }) => {
+            assert_eq!((id.as_str(), waited), ("patient", Duration::from_millis(1)));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let won = handle.result_within(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(won, OneOf3::Second(()));
+    runtime.stop().await;
+}

@@ -54,6 +54,14 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// No result within the time the caller gave; the instance goes on.
+    #[error("workflow {id} has no result after {waited:?}; it goes on")]
+    TimedOut {
+        /// The instance.
+        id: WorkflowId,
+        /// How long the caller waited.
+        waited: Duration,
+    },
     /// The result does not decode as the expected type.
     #[error("the result of workflow {id} cannot be decoded: {reason}")]
     BadResult {
@@ -243,6 +251,31 @@ impl<R: DeserializeOwned, S: StateStore + Clone> WorkflowHandle<R, S> {
             }),
             WorkflowState::Pending | WorkflowState::Running => Ok(None),
         }
+    }
+
+    /// Waits for the result at most `timeout`: [`ClientError::TimedOut`] after it (the
+    /// instance goes on; ask again later, from any process, with its id).
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: infinitic_runtime::client::WorkflowHandle<u64, infinitic_runtime::store::memory::MemoryStore>) {
+    /// use infinitic_runtime::client::ClientError;
+    /// use std::time::Duration;
+    /// match handle.result_within(Duration::from_secs(5)).await {
+    ///     Ok(total) => println!("total {total}"),
+    ///     Err(ClientError::TimedOut { id, .. }) => println!("{id} still running"),
+    ///     Err(other) => println!("failed: {other}"),
+    /// }
+    /// # }
+    /// ```
+    pub async fn result_within(&self, timeout: Duration) -> Result<R, ClientError> {
+        tokio::time::timeout(timeout, self.result())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::TimedOut {
+                    id: self.id.clone(),
+                    waited: timeout,
+                })
+            })
     }
 
     /// Waits for the result.
