@@ -14,7 +14,11 @@ use infinitic::{
     decode, replay, Command, History, HistoryEvent, RetryPolicy, Status, Worker, WorkflowFactory,
 };
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// How many times inline steps' closures ran, in this test binary.
+static INLINE_RUNS: AtomicUsize = AtomicUsize::new(0);
 use std::time::Duration;
 
 #[service]
@@ -70,6 +74,9 @@ pub trait Calls {
     async fn joined(&self) -> (String, u64, (), String);
     /// Races three branches: a call nobody serves, a short timer, a long one.
     async fn raced(&self) -> OneOf3<u64, (), ()>;
+    /// Three inline steps around a timer: a draw, the wall clock, and a workflow operation
+    /// used where it must not be.
+    async fn inlined(&self, misuse: bool) -> (u64, u64);
     /// Races a call against a timer, returning which won (serializable).
     async fn race_won(&self) -> OneOf4<String, (), (), ()>;
 }
@@ -137,6 +144,29 @@ impl Calls for CallsImpl {
             OneOf3::Second(()) => OneOf3::Second(()),
             OneOf3::Third(()) => OneOf3::Third(()),
         }
+    }
+
+    async fn inlined(&self, misuse: bool) -> (u64, u64) {
+        let draw: u64 = workflow::inline(|| {
+            INLINE_RUNS.fetch_add(1, Ordering::SeqCst);
+            // Not deterministic at all: a fresh hasher's random keys.
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        });
+        workflow::sleep(Duration::from_millis(10)).await;
+        let nanos: u64 = workflow::inline(|| {
+            INLINE_RUNS.fetch_add(1, Ordering::SeqCst);
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos().into())
+        });
+        if misuse {
+            // The workflow's own draws inside an inline step would not be replayed.
+            let _: u64 = workflow::inline(workflow::random);
+        }
+        (draw, nanos)
     }
 
     async fn race_won(&self) -> OneOf4<String, (), (), ()> {
@@ -254,6 +284,7 @@ async fn detached_calls_and_children_run_though_nobody_waits_for_them() {
             Command::CallService { .. } => "call",
             Command::StartChild { .. } => "child",
             Command::StartTimer { .. } => "timer",
+            Command::Inline { .. } => "inline",
         })
         .collect();
     assert_eq!(kinds, vec!["call", "child"]);
@@ -322,4 +353,55 @@ async fn a_result_awaited_with_a_timeout_says_the_instance_goes_on() {
     let won = handle.result_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(won, OneOf3::Second(()));
     runtime.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_step_runs_once_and_replays_its_recorded_value() {
+    let tested = WorkflowTester::new()
+        .run(CallsImpl::default, CallsStub.inlined(false))
+        .await
+        .unwrap();
+    let runs = INLINE_RUNS.load(Ordering::SeqCst);
+    // Replayed cold: the recorded values come back, the closures do not run.
+    assert_eq!(replayed::<(u64, u64)>(&tested.history), tested.output);
+    assert_eq!(INLINE_RUNS.load(Ordering::SeqCst), runs);
+    // What history holds is what replay returns.
+    let mut edited = tested.history.clone();
+    for event in &mut edited.events {
+        if let HistoryEvent::Scheduled(record) = event {
+            if let Command::Inline { value } = &mut record.command {
+                *value = infinitic::encode(&7u64).unwrap();
+            }
+        }
+    }
+    assert_eq!(replayed::<(u64, u64)>(&edited), (7, 7));
+    // Recorded as settled steps: nothing is waited on or sent for them.
+    let kinds: Vec<bool> = tested
+        .history
+        .scheduled()
+        .map(|r| r.command.is_settled_at_once())
+        .collect();
+    assert_eq!(kinds, vec![true, false, true]);
+
+    // On the runtime: the same shape, and its stored history replays to its output.
+    let runtime = Runtime::start(register(Notebook::default()), RetryPolicy::default());
+    let output: (u64, u64) = runtime.run("inlined", CallsStub.inlined(false)).await;
+    let history = runtime.history("inlined").await;
+    runtime.stop().await;
+    assert_eq!(replayed::<(u64, u64)>(&history), output);
+    assert_eq!(history.scheduled().count(), 3);
+}
+
+#[tokio::test]
+async fn a_workflow_operation_inside_an_inline_step_parks_the_run() {
+    let result = WorkflowTester::new()
+        .run(CallsImpl::default, CallsStub.inlined(true))
+        .await;
+    let Err(infinitic::TesterError::Parked { reason, .. }) = result else {
+        panic!("should park, got {result:?}");
+    };
+    assert!(
+        reason.to_string().contains("outside a running workflow"),
+        "{reason}"
+    );
 }

@@ -32,9 +32,21 @@ pub enum Command {
         /// Encoded argument tuple.
         args: Payload,
     },
+    /// A value computed by workflow code once (`workflow::inline`) and recorded: complete as
+    /// soon as it is scheduled, returned from history on replay.
+    Inline {
+        /// The encoded value.
+        value: Payload,
+    },
 }
 
 impl Command {
+    /// True for a command that completes when it is scheduled ([`Command::Inline`]): nothing
+    /// is sent for it and nothing waits on it.
+    pub fn is_settled_at_once(&self) -> bool {
+        matches!(self, Command::Inline { .. })
+    }
+
     /// What replay compares: the kind and the target, not the arguments (so fixing how an
     /// argument is computed does not break running instances).
     pub fn signature(&self) -> CommandSignature {
@@ -52,6 +64,7 @@ impl Command {
                 workflow: workflow.to_string(),
                 method: method.to_string(),
             },
+            Command::Inline { .. } => CommandSignature::Inline,
         }
     }
 
@@ -83,6 +96,7 @@ impl Command {
                     ..
                 },
             ) => w1 == w2 && m1 == m2,
+            (Command::Inline { .. }, Command::Inline { .. }) => true,
             _ => false,
         }
     }
@@ -107,6 +121,8 @@ pub enum CommandSignature {
         /// Method name.
         method: String,
     },
+    /// An inline step (`workflow::inline`).
+    Inline,
 }
 
 impl fmt::Display for CommandSignature {
@@ -119,6 +135,7 @@ impl fmt::Display for CommandSignature {
             CommandSignature::StartChild { workflow, method } => {
                 write!(f, "child workflow {workflow}::{method}")
             }
+            CommandSignature::Inline => f.write_str("inline step"),
         }
     }
 }

@@ -6,8 +6,8 @@
 
 use crate::rng::SplitMix64;
 use crate::{
-    Command, CommandRecord, Generation, Limits, MethodRun, Position, StepOutcome, Timestamp,
-    WorkflowId,
+    Command, CommandRecord, Generation, Limits, MethodRun, Payload, Position, StepOutcome,
+    Timestamp, WorkflowId,
 };
 use std::cell::RefCell;
 use std::panic::Location;
@@ -33,6 +33,9 @@ pub(crate) struct EngineState {
     pub(crate) produced: Vec<CommandRecord>,
     /// Limits on the payloads the run encodes and decodes ([`Limits::current`] while polled).
     pub(crate) limits: Limits,
+    /// Values of inline steps recorded in the history being replayed, by position, handed to
+    /// `workflow::inline` instead of running its closure again.
+    pub(crate) recorded: Vec<(Position, Payload)>,
 }
 
 impl EngineState {
@@ -59,7 +62,31 @@ impl EngineState {
             ready: Vec::new(),
             produced: Vec::new(),
             limits,
+            recorded: Vec::new(),
         }
+    }
+
+    /// Records a command that completes as it is scheduled (an inline step): it gets the next
+    /// position and goes to history, and nothing waits on it.
+    pub(crate) fn schedule_settled(
+        &mut self,
+        command: Command,
+        location: &'static Location<'static>,
+    ) -> Position {
+        let position = self.next_position;
+        self.next_position += 1;
+        self.produced.push(CommandRecord {
+            position,
+            command,
+            location: Some(location),
+        });
+        position
+    }
+
+    /// The value history recorded for the inline step at `position`, if it did.
+    pub(crate) fn take_recorded(&mut self, position: Position) -> Option<Payload> {
+        let index = self.recorded.iter().position(|(p, _)| *p == position)?;
+        Some(self.recorded.swap_remove(index).1)
     }
 
     pub(crate) fn schedule(
@@ -155,6 +182,22 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&mut EngineState) -> R) -> R {
             ),
         }
     })
+}
+
+/// Runs `f` with the instance's state out of reach: workflow operations inside it panic with a
+/// clear message (an inline step's closure must not draw from the workflow's own clock or
+/// randomness, which replay would not advance). The state is put back even if `f` unwinds.
+pub(crate) fn outside_workflow<R>(f: impl FnOnce() -> R) -> R {
+    struct PutBack(Option<Box<EngineState>>);
+    impl Drop for PutBack {
+        fn drop(&mut self) {
+            if let Some(state) = self.0.take() {
+                CURRENT.with(|current| *current.borrow_mut() = Some(state));
+            }
+        }
+    }
+    let _put_back = PutBack(CURRENT.with(|current| current.borrow_mut().take()));
+    f()
 }
 
 /// Like [`with_state`], but does nothing outside a running workflow (used from `Drop`).

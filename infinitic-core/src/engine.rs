@@ -241,6 +241,17 @@ impl WorkflowInstance {
         start: Start<'_>,
         limits: Limits,
     ) -> Result<(Self, Progress), DispatchError> {
+        Self::start_recorded(definition, start, limits, Vec::new())
+    }
+
+    /// [`Self::start_with_limits`] for a replay: `recorded` holds the values of the inline
+    /// steps of the history being replayed, by position.
+    pub(crate) fn start_recorded(
+        definition: &dyn WorkflowDefinition,
+        start: Start<'_>,
+        limits: Limits,
+        recorded: Vec<(Position, Payload)>,
+    ) -> Result<(Self, Progress), DispatchError> {
         limits
             .check(start.input)
             .map_err(|e| DispatchError::BadArguments {
@@ -250,14 +261,16 @@ impl WorkflowInstance {
             })?;
         let future = definition.start(start.method, start.input)?;
         let woken = Arc::new(WakeFlag::default());
+        let mut state = Box::new(EngineState::new(
+            (start.workflow_id, start.generation),
+            start.run,
+            start.at,
+            limits,
+        ));
+        state.recorded = recorded;
         let mut instance = Self {
             future: Some(future),
-            state: Some(Box::new(EngineState::new(
-                (start.workflow_id, start.generation),
-                start.run,
-                start.at,
-                limits,
-            ))),
+            state: Some(state),
             waker: Waker::from(Arc::clone(&woken)),
             woken,
         };

@@ -135,6 +135,8 @@ pub fn outstanding(started_at: Timestamp, events: &[HistoryEvent]) -> Vec<Outsta
     let mut open: Vec<Outstanding> = Vec::new();
     for event in events {
         match event {
+            // Complete as scheduled: nothing to wait on.
+            HistoryEvent::Scheduled(record) if record.command.is_settled_at_once() => {}
             HistoryEvent::Scheduled(record) => open.push(Outstanding {
                 run: MethodRun(0),
                 position: record.position,

@@ -4,7 +4,7 @@
 use crate::engine::{Applied, Mismatch, ParkReason, Progress, Start, Status};
 use crate::History;
 use crate::{
-    CommandRecord, DispatchError, HistoryEvent, Limits, MethodRun, WorkflowDefinition,
+    Command, CommandRecord, DispatchError, HistoryEvent, Limits, MethodRun, WorkflowDefinition,
     WorkflowInstance,
 };
 use std::collections::VecDeque;
@@ -39,7 +39,15 @@ pub fn replay_with_limits(
     history: &History,
     limits: Limits,
 ) -> Result<Replay, DispatchError> {
-    let (mut instance, first) = WorkflowInstance::start_with_limits(
+    // Inline steps return what history recorded instead of running again.
+    let recorded = history
+        .scheduled()
+        .filter_map(|record| match &record.command {
+            Command::Inline { value } => Some((record.position, value.clone())),
+            _ => None,
+        })
+        .collect();
+    let (mut instance, first) = WorkflowInstance::start_recorded(
         definition,
         Start {
             workflow_id: history.workflow_id.clone(),
@@ -50,6 +58,7 @@ pub fn replay_with_limits(
             at: history.started_at,
         },
         limits,
+        recorded,
     )?;
     let mut produced: VecDeque<CommandRecord> = first.commands.into();
     let mut status = first.status;

@@ -11,7 +11,7 @@ pub use crate::branches::{
 };
 use crate::context::with_state;
 use crate::durable::Sleep;
-use crate::{Timestamp, WorkflowId};
+use crate::{Command, Limits, Timestamp, WorkflowId};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -41,6 +41,51 @@ pub fn sleep(duration: Duration) -> Sleep {
 #[track_caller]
 pub fn sleep_until(deadline: SystemTime) -> Sleep {
     Sleep::until(Timestamp::at_or_after(deadline))
+}
+
+/// An inline step: runs `f` once, records its value in the history, and on every replay
+/// returns the recorded value without running `f` again. For what is quick, local and
+/// may differ between runs (the wall clock, a random draw, a process setting) but must be the
+/// same on replay; I/O belongs in a service (inside `f` it is still a compile error).
+///
+/// `f` runs outside the workflow's context: `workflow::*` functions panic in it (their draws
+/// would not be replayed). A value that cannot be encoded within the workflow's limits, or
+/// that history holds in another shape, parks the run with the reason.
+///
+/// ```no_run
+/// # use infinitic_core::workflow;
+/// # fn demo() {
+/// let token: u64 = workflow::inline(|| std::process::id().into());
+/// # }
+/// ```
+#[track_caller]
+pub fn inline<T, F>(f: F) -> T
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    F: FnOnce() -> T,
+{
+    let location = std::panic::Location::caller();
+    let recorded = with_state(|s| {
+        let position = s.next_position;
+        s.take_recorded(position)
+    });
+    let value = match recorded {
+        Some(bytes) => {
+            let value = Limits::current().decode(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "the inline step at {location} recorded a value that no longer decodes                      as its type: {e}"
+                )
+            });
+            with_state(|s| s.schedule_settled(Command::Inline { value: bytes }, location));
+            return value;
+        }
+        None => crate::context::outside_workflow(f),
+    };
+    let bytes = Limits::current().encode(&value).unwrap_or_else(|e| {
+        panic!("the value of the inline step at {location} cannot be recorded: {e}")
+    });
+    with_state(|s| s.schedule_settled(Command::Inline { value: bytes }, location));
+    value
 }
 
 /// A deterministic random number: the same on every replay of this instance.

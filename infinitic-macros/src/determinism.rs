@@ -35,6 +35,13 @@ enum Rule {
 }
 
 impl Rule {
+    /// Whether the rule holds inside an inline step's closure (`workflow::inline(|| ..)`),
+    /// whose value is recorded: reading the clock, randomness or the environment is what it
+    /// is for; sleeping, spawning and I/O still are not.
+    fn holds_inline(self) -> bool {
+        matches!(self, Rule::Sleep | Rule::Spawn | Rule::Fs | Rule::Net)
+    }
+
     fn message(self, path: &str) -> String {
         match self {
             Rule::Clock => format!("`{path}` reads the wall clock, which differs on replay; use `workflow::now()`, the workflow clock recorded in history"),
@@ -125,7 +132,7 @@ fn check_fn(attrs: &mut Vec<Attribute>, block: &mut Block, errors: &mut Errors) 
     for e in stash.errors.drain(..) {
         errors.push(e);
     }
-    scan(quote!(#block), errors);
+    scan(quote!(#block), errors, false);
     RestoreAllowed(stash.stashed.into_iter()).visit_block_mut(block);
 }
 
@@ -264,14 +271,15 @@ fn expr_attrs(expr: &mut Expr) -> Option<&mut Vec<Attribute>> {
     })
 }
 
-/// Walks the tokens, reading each path (`a::b::c`) and `select!`, and reports rule matches.
-fn scan(tokens: TokenStream, errors: &mut Errors) {
+/// Walks the tokens, reading each path (`a::b::c`) and `select!`, and reports rule matches;
+/// `inline` inside the arguments of `inline(..)` (an inline step), where fewer rules hold.
+fn scan(tokens: TokenStream, errors: &mut Errors, inline: bool) {
     let tokens: Vec<TokenTree> = tokens.into_iter().collect();
     let mut i = 0;
     while i < tokens.len() {
         match &tokens[i] {
             TokenTree::Group(group) => {
-                scan(group.stream(), errors);
+                scan(group.stream(), errors, inline);
                 i += 1;
             }
             TokenTree::Ident(first) => {
@@ -287,8 +295,17 @@ fn scan(tokens: TokenStream, errors: &mut Errors) {
                         _ => break,
                     }
                 }
-                check_path(&tokens, &segments, errors);
+                check_path(&tokens, &segments, errors, inline);
                 let last = &segments[segments.len() - 1];
+                if last.0 == "inline" {
+                    if let Some(TokenTree::Group(arguments)) = tokens.get(j) {
+                        if arguments.delimiter() == proc_macro2::Delimiter::Parenthesis {
+                            scan(arguments.stream(), errors, true);
+                            i = j + 1;
+                            continue;
+                        }
+                    }
+                }
                 if last.0 == "select"
                     && matches!(tokens.get(j), Some(TokenTree::Punct(p)) if p.as_char() == '!')
                 {
@@ -310,7 +327,12 @@ fn is_path_sep(a: &TokenTree, b: &TokenTree) -> bool {
         if a.as_char() == ':' && a.spacing() == Spacing::Joint && b.as_char() == ':')
 }
 
-fn check_path(tokens: &[TokenTree], segments: &[(String, usize)], errors: &mut Errors) {
+fn check_path(
+    tokens: &[TokenTree],
+    segments: &[(String, usize)],
+    errors: &mut Errors,
+    inline: bool,
+) {
     let names: Vec<&str> = segments.iter().map(|(n, _)| n.as_str()).collect();
     if ALLOWED
         .iter()
@@ -328,7 +350,7 @@ fn check_path(tokens: &[TokenTree], segments: &[(String, usize)], errors: &mut E
         // Anything under the `rand` crate.
         (names.len() > 1 && names[0] == "rand").then_some((0, names.len(), Rule::Random))
     });
-    if let Some((start, len, rule)) = found {
+    if let Some((start, len, rule)) = found.filter(|(_, _, rule)| !inline || rule.holds_inline()) {
         // Point at the path as written (`std::env::var`, not just `std::env`), except that
         // for the hash collections the type is the culprit (`HashSet`, not `HashSet::new`).
         let end = match rule {

@@ -31,14 +31,15 @@ pub(crate) fn completion(
 
 /// The message that carries out `command` (its id `command_id`), issued at `at` by an instance
 /// of the workflow named `workflow`: a task for a service, a durable timer (a completion
-/// delivered at its time), or the start of a child workflow.
+/// delivered at its time), or the start of a child workflow. `None` for an inline step,
+/// complete as recorded.
 pub(crate) fn command(
     workflow: &str,
     command_id: CommandId,
     command: &Command,
     at: Timestamp,
-) -> Outgoing {
-    match command {
+) -> Option<Outgoing> {
+    Some(match command {
         Command::CallService {
             service,
             method,
@@ -73,7 +74,8 @@ pub(crate) fn command(
                 at,
             )
         }
-    }
+        Command::Inline { .. } => return None,
+    })
 }
 
 /// Attempt `attempt` of the task `task`, a service call of the workflow named `workflow`.

@@ -109,6 +109,8 @@ pub(crate) async fn describe<S: StateStore>(
                 method: method.into_owned(),
             },
             Command::StartTimer { fire_at } => Waiting::Timer { fire_at },
+            // Complete as recorded: `outstanding` never lists one.
+            Command::Inline { .. } => continue,
             Command::StartChild { workflow, .. } => {
                 let child = WorkflowId::new(command.to_string());
                 let state = store.load(&child, false).await?.map(|c| c.state);

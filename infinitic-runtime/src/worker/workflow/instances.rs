@@ -543,7 +543,7 @@ impl Live {
         let run = MethodRun(0);
         let mut outbox: Vec<Outgoing> = commands
             .iter()
-            .map(|r| {
+            .filter_map(|r| {
                 let command_id = CommandId::new(id.clone(), run, r.position);
                 let command_id = command_id.in_generation(self.generation);
                 protocol::command(&self.workflow, command_id, &r.command, at)
