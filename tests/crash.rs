@@ -291,6 +291,7 @@ fn checked_steps(id: &WorkflowId, history: &[HistoryEvent]) -> Vec<Step> {
                 assert_eq!((workflow.as_ref(), method.as_ref()), ("Leg", "run"), "{id}");
                 Step::Child
             }
+            Command::Inline { .. } => panic!("{id}: this workflow has no inline step"),
         })
         .collect()
 }
