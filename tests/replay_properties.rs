@@ -80,6 +80,25 @@ pub enum Op {
     Panic,
     /// The workflow awaits something that is not durable.
     Stuck,
+    /// An inline step (`workflow::inline`): its value is the script position times 7, and
+    /// each run of its closure is counted (see [`inline_runs`]).
+    Inline,
+}
+
+thread_local! {
+    /// Runs of inline steps' closures on this thread (proptest runs a case on one thread).
+    static INLINE_RUNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The value of the inline step at script position `index`, counting the run.
+fn inline_value(index: usize) -> u64 {
+    INLINE_RUNS.with(|runs| runs.set(runs.get() + 1));
+    index as u64 * 7
+}
+
+/// How many times inline steps' closures have run on this thread.
+fn inline_runs() -> u64 {
+    INLINE_RUNS.with(std::cell::Cell::get)
 }
 
 /// Interprets its script: the script plays the role of the workflow's code, so two scripts
@@ -98,7 +117,7 @@ type Branch<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
 impl Script for Interp {
     async fn run(&self, tag: String) -> Vec<String> {
         let mut log = vec![tag];
-        for op in &self.script {
+        for (index, op) in self.script.iter().enumerate() {
             let line = match op {
                 Op::Step(leaf) => self.leaf(leaf).await,
                 Op::Join(leaves) => {
@@ -121,6 +140,10 @@ impl Script for Interp {
                 Op::Stuck => {
                     std::future::pending::<()>().await;
                     "unreachable".to_string()
+                }
+                Op::Inline => {
+                    let value: u64 = workflow::inline(|| inline_value(index)); // @loc:inline;
+                    format!("inline {value}")
                 }
             };
             log.push(line);
@@ -269,6 +292,7 @@ impl Op {
                 leaves.iter().flat_map(Leaf::commands).collect()
             }
             Op::Random | Op::Uuid | Op::Now | Op::Panic | Op::Stuck => Vec::new(),
+            Op::Inline => vec![(CommandSignature::Inline, "inline")],
         }
     }
 }
@@ -313,6 +337,8 @@ fn check_deliveries(script: &[Op], live: &Live) -> Result<(), TestCaseError> {
         let completed = range.clone().filter(|p| delivered.contains(p)).count();
         match op {
             Op::Select(_) => prop_assert_eq!(completed, 1, "{:?} at {:?}", op, range),
+            // Complete as recorded: nothing to deliver.
+            Op::Inline => prop_assert_eq!(completed, 0, "{:?} at {:?}", op, range),
             _ => prop_assert_eq!(completed, range.len(), "{:?} at {:?}", op, range),
         }
     }
@@ -360,6 +386,7 @@ fn expected_output(script: &[Op], reference: &[String], delivered: &[Position]) 
                 format!("select {winner} {}", leaves[winner].text())
             }
             Op::Random | Op::Uuid => reference[index + 1].clone(),
+            Op::Inline => format!("inline {}", index * 7),
             Op::Now | Op::Panic | Op::Stuck => unreachable!("not in order-independent scripts"),
         });
         next_position += op.commands().len();
@@ -385,6 +412,7 @@ fn definition(script: &[Op]) -> impl WorkflowDefinition {
 /// order), including failures of every kind.
 fn outcome_for(command: &Command) -> StepOutcome {
     match command {
+        Command::Inline { .. } => unreachable!("an inline step is complete when scheduled"),
         Command::StartTimer { .. } => StepOutcome::Completed(encode(&()).unwrap()),
         Command::CallService {
             service: target,
@@ -527,6 +555,7 @@ impl Live {
         let pending: BTreeSet<Position> = self.instance.pending().collect();
         (0..self.created.len() as Position)
             .filter(|p| !pending.contains(p) && !self.delivered.contains(p))
+            .filter(|&p| !self.created[p as usize].command.is_settled_at_once())
             .collect()
     }
 
@@ -720,6 +749,7 @@ fn parallel_script() -> BoxedStrategy<Vec<Op>> {
         3 => select_op(),
         1 => Just(Op::Random),
         1 => Just(Op::Uuid),
+        1 => Just(Op::Inline),
     ];
     prop::collection::vec(op, 0..8).boxed()
 }
@@ -733,6 +763,7 @@ fn full_script() -> BoxedStrategy<Vec<Op>> {
         1 => Just(Op::Random),
         1 => Just(Op::Uuid),
         2 => Just(Op::Now),
+        1 => Just(Op::Inline),
         1 => prop_oneof![Just(Op::Panic), Just(Op::Stuck)],
     ];
     prop::collection::vec(op, 0..8).boxed()
@@ -795,7 +826,9 @@ proptest! {
         prop_assert_eq!(live.output(), expected_output(&script, &reference_output, &live.delivered));
 
         let definition = definition(&script);
+        let runs_before = inline_runs();
         let cold = replay(&definition, &live.history).unwrap();
+        prop_assert_eq!(inline_runs(), runs_before, "replay ran an inline step's closure");
         prop_assert_eq!(&cold.status, &live.status);
         prop_assert!(cold.new_commands.is_empty());
         prop_assert!(cold.instance.is_finished());
