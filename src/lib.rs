@@ -67,6 +67,8 @@ pub use infinitic_core::{
 pub use infinitic_runtime::client::{Client, ClientError, WorkflowHandle};
 pub use infinitic_runtime::clock::{self, Clock, WallClock};
 pub use infinitic_runtime::status;
+#[cfg(feature = "postgres")]
+pub use infinitic_runtime::store::postgres::PostgresStore;
 pub use infinitic_runtime::store::{
     self, memory::MemoryStore, sqlite::SqliteStore, StateStore, Transport, WorkflowState,
 };

@@ -1,8 +1,14 @@
-//! The contract of a backend (transport and state store): a transition applies atomically
-//! (state, history, outbox and the removal of the consumed message) or not at all,
-//! compare-and-set on the version and on the consumed message, across handles of one store,
-//! and acknowledged commits are there after a reopen. The same checks run against the SQLite
-//! store on a real file (both durable modes) and against the in-memory store.
+//! The contract of the backends, in two suites.
+//!
+//! - [`state_contract`]: the contract of a state store, ONE suite run against every store:
+//!   SQLite on a real file (both durable modes), the in-memory store, the in-memory state
+//!   store alone and, with the `postgres` feature, PostgreSQL. A transition applies atomically
+//!   (state, history, outbox, consumed message) or not at all, compare-and-set on the version
+//!   and on the consumed message, across handles of one store, in submission order, and
+//!   acknowledged commits are there after a reopen.
+//! - The checks below it, for backends that are also the transport (SQLite, in memory): the
+//!   consumed message is a queue row, removed by the commit, and what a commit publishes is
+//!   queued.
 
 use infinitic::message::MessageId;
 use infinitic::store::memory::MemoryStore;
@@ -83,6 +89,13 @@ impl Backend for Memory {
         self.0.clone()
     }
 }
+
+#[cfg(feature = "postgres")]
+#[allow(dead_code)]
+#[path = "support/postgres.rs"]
+mod pg;
+#[path = "support/state_contract.rs"]
+mod state_contract;
 
 const TOPIC: &str = "workflow:Test";
 const LEASE: Duration = Duration::from_secs(30);
@@ -238,113 +251,6 @@ async fn an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing(
     assert_as_created(&store, &id).await;
 }
 
-async fn creating_an_instance_twice_is_a_conflict(backend: impl Backend) {
-    let store = backend.open();
-    let id = WorkflowId::new("wf-1");
-    let outcomes = store
-        .commit(vec![
-            step(&id, 0, completed(0), Vec::new(), None),
-            step(&id, 0, completed(5), vec![message("service:Next", 9)], None),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(
-        outcomes,
-        vec![CommitOutcome::Committed, CommitOutcome::Conflict]
-    );
-    let stored = store.load(&id, true).await.unwrap().unwrap();
-    assert_eq!(stored.history, vec![completed(0)]);
-    assert!(queued(&store, "service:Next").await.is_empty());
-}
-
-async fn one_batch_mixes_committed_and_conflicting_transitions(backend: impl Backend) {
-    let store = backend.open();
-    let (a, b) = (WorkflowId::new("wf-a"), WorkflowId::new("wf-b"));
-    store
-        .commit(vec![
-            step(&a, 0, completed(0), Vec::new(), None),
-            step(&b, 0, completed(0), Vec::new(), None),
-        ])
-        .await
-        .unwrap();
-    let outcomes = store
-        .commit(vec![
-            step(&a, 1, completed(1), vec![message("service:A", 1)], None),
-            step(&b, 9, completed(1), vec![message("service:B", 2)], None),
-            step(&a, 2, completed(2), Vec::new(), None),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(
-        outcomes,
-        vec![
-            CommitOutcome::Committed,
-            CommitOutcome::Conflict,
-            CommitOutcome::Committed
-        ]
-    );
-    let a_stored = store.load(&a, true).await.unwrap().unwrap();
-    assert_eq!(a_stored.version, 3);
-    assert_eq!(
-        a_stored.history,
-        vec![completed(0), completed(1), completed(2)]
-    );
-    assert_eq!(store.load(&b, true).await.unwrap().unwrap().version, 1);
-    assert_eq!(queued(&store, "service:A").await, vec![vec![1]]);
-    assert!(queued(&store, "service:B").await.is_empty());
-}
-
-async fn two_handles_on_one_file_see_each_other_and_compare_and_set_across_them(
-    backend: impl Backend,
-) {
-    let (first, second) = (backend.open(), backend.open());
-    let id = WorkflowId::new("wf-1");
-    create(&first, &id).await;
-    // Both computed a step from version 1; only one applies.
-    let won = second
-        .commit(vec![step(&id, 1, completed(1), Vec::new(), None)])
-        .await
-        .unwrap();
-    let lost = first
-        .commit(vec![step(&id, 1, completed(7), Vec::new(), None)])
-        .await
-        .unwrap();
-    assert_eq!(won, vec![CommitOutcome::Committed]);
-    assert_eq!(lost, vec![CommitOutcome::Conflict]);
-    let stored = first.load(&id, true).await.unwrap().unwrap();
-    assert_eq!(stored.history, vec![completed(0), completed(1)]);
-}
-
-async fn acknowledged_commits_are_there_after_a_reopen(backend: impl Backend) {
-    let id = WorkflowId::new("wf-1");
-    {
-        let store = backend.open();
-        for position in 0..20 {
-            let version = u64::from(position);
-            let outcome = store
-                .commit(vec![step(
-                    &id,
-                    version,
-                    completed(position),
-                    Vec::new(),
-                    None,
-                )])
-                .await
-                .unwrap();
-            assert_eq!(outcome, vec![CommitOutcome::Committed]);
-        }
-        store
-            .publish(vec![message("service:Later", 3)])
-            .await
-            .unwrap();
-    }
-    let store = backend.open();
-    let stored = store.load(&id, true).await.unwrap().unwrap();
-    assert_eq!(stored.version, 20);
-    assert_eq!(stored.history, (0..20).map(completed).collect::<Vec<_>>());
-    assert_eq!(queued(&store, "service:Later").await, vec![vec![3]]);
-}
-
 /// Whatever the mode, an operation that wrote is answered only once it is on disk; with
 /// `Full` the sync thread fsyncs the log for it, grouping concurrent commits.
 async fn answers_come_after_the_fsync_of_their_commit(durability: Durability) {
@@ -385,7 +291,8 @@ async fn answers_come_after_the_fsync_of_their_commit(durability: Durability) {
     }
 }
 
-/// Runs each check on every backend: SQLite in both durable modes, and in memory.
+/// Runs each check on every backend that is also a transport: SQLite in both durable modes,
+/// and in memory. The checks of the state store alone are in [`state_contract`].
 macro_rules! on_every_backend {
     ($($check:ident),* $(,)?) => {
         mod sqlite_full {
@@ -417,10 +324,6 @@ on_every_backend!(
     a_transition_applies_state_history_outbox_and_consumption_together,
     a_stale_version_is_a_conflict_and_writes_nothing,
     an_event_already_consumed_elsewhere_is_a_conflict_and_writes_nothing,
-    creating_an_instance_twice_is_a_conflict,
-    one_batch_mixes_committed_and_conflicting_transitions,
-    two_handles_on_one_file_see_each_other_and_compare_and_set_across_them,
-    acknowledged_commits_are_there_after_a_reopen,
 );
 
 mod sqlite_fsync {
@@ -434,139 +337,5 @@ mod sqlite_fsync {
     #[tokio::test]
     async fn full_before_visible() {
         super::answers_come_after_the_fsync_of_their_commit(Durability::FullBeforeVisible).await
-    }
-}
-
-/// The contract of a state store that is not its own transport (a database beside a broker):
-/// a commit writes state, history and outbox together, compare-and-set on the version, and
-/// records the id of the message it consumed, so the same message consumed again is a
-/// conflict whatever its delivery. Run on the in-memory state store; a database store runs
-/// the same checks.
-mod state_store_alone {
-    use super::{completed, header, message};
-    use infinitic::message::MessageId;
-    use infinitic::store::memory_state::MemoryStateStore;
-    use infinitic::store::{CommitOutcome, Consumed, DeliveryId, Outgoing, Transition};
-    use infinitic::{StateStore, WorkflowId, WorkflowState};
-
-    fn consuming(message: &str, delivery: u64) -> Option<Consumed> {
-        Some(Consumed {
-            message: MessageId::new(message),
-            delivery: DeliveryId::new(delivery),
-        })
-    }
-
-    fn transition(
-        id: &WorkflowId,
-        version: u64,
-        position: u32,
-        outbox: Vec<Outgoing>,
-        consumed: Option<Consumed>,
-    ) -> Transition {
-        Transition {
-            workflow_id: id.clone(),
-            expected_version: version,
-            header: (version == 0).then(header),
-            state: WorkflowState::Running,
-            append: vec![completed(position)],
-            outbox,
-            consumed,
-            dead_letter: None,
-        }
-    }
-
-    async fn outbox_payloads(store: &impl StateStore) -> Vec<Vec<u8>> {
-        let entries = store.outbox(100).await.unwrap();
-        entries.into_iter().map(|e| e.message.payload).collect()
-    }
-
-    #[tokio::test]
-    async fn a_transition_writes_state_history_and_outbox_together_and_the_outbox_clears() {
-        let store = MemoryStateStore::new();
-        let id = WorkflowId::new("wf-1");
-        let outcomes = store
-            .commit(vec![
-                transition(&id, 0, 0, vec![message("service:A", 1)], None),
-                transition(
-                    &id,
-                    1,
-                    1,
-                    vec![message("service:B", 2)],
-                    consuming("m-1", 7),
-                ),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(outcomes, vec![CommitOutcome::Committed; 2]);
-        let stored = store.load(&id, true).await.unwrap().unwrap();
-        assert_eq!((stored.version, stored.history.len()), (2, 2));
-        assert_eq!(outbox_payloads(&store).await, vec![vec![1], vec![2]]);
-        assert!(!store.settles_on_commit(), "a relay publishes its outbox");
-        let first = store.outbox(1).await.unwrap();
-        store.clear_outbox(vec![first[0].id]).await.unwrap();
-        assert_eq!(outbox_payloads(&store).await, vec![vec![2]]);
-    }
-
-    #[tokio::test]
-    async fn a_stale_version_is_a_conflict_and_writes_nothing() {
-        let store = MemoryStateStore::new();
-        let id = WorkflowId::new("wf-1");
-        store
-            .commit(vec![transition(&id, 0, 0, Vec::new(), None)])
-            .await
-            .unwrap();
-        let stale = transition(&id, 5, 1, vec![message("service:A", 1)], consuming("m", 1));
-        let outcome = store.commit(vec![stale]).await.unwrap();
-        assert_eq!(outcome, vec![CommitOutcome::Conflict]);
-        assert_eq!(store.load(&id, true).await.unwrap().unwrap().version, 1);
-        assert!(outbox_payloads(&store).await.is_empty());
-        // The message was not recorded as consumed: a fresh step may still consume it.
-        let fresh = transition(&id, 1, 1, Vec::new(), consuming("m", 2));
-        let outcome = store.commit(vec![fresh]).await.unwrap();
-        assert_eq!(outcome, vec![CommitOutcome::Committed]);
-    }
-
-    #[tokio::test]
-    async fn a_message_consumed_again_is_recognised_whatever_its_delivery() {
-        let store = MemoryStateStore::new();
-        let id = WorkflowId::new("wf-1");
-        store
-            .commit(vec![
-                transition(&id, 0, 0, Vec::new(), None),
-                transition(&id, 1, 1, Vec::new(), consuming("done:wf-1/0/1", 10)),
-            ])
-            .await
-            .unwrap();
-        // Published again by a relay after a crash: a new delivery of the same message.
-        let again = transition(
-            &id,
-            2,
-            1,
-            vec![message("service:A", 1)],
-            consuming("done:wf-1/0/1", 99),
-        );
-        let outcome = store.commit(vec![again]).await.unwrap();
-        assert_eq!(outcome, vec![CommitOutcome::Conflict]);
-        let stored = store.load(&id, true).await.unwrap().unwrap();
-        assert_eq!((stored.version, stored.history.len()), (2, 2));
-        assert!(outbox_payloads(&store).await.is_empty());
-    }
-
-    #[tokio::test]
-    async fn creating_an_instance_twice_is_a_conflict() {
-        let store = MemoryStateStore::new();
-        let id = WorkflowId::new("wf-1");
-        let outcomes = store
-            .commit(vec![
-                transition(&id, 0, 0, Vec::new(), None),
-                transition(&id, 0, 5, vec![message("service:A", 1)], None),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(
-            outcomes,
-            vec![CommitOutcome::Committed, CommitOutcome::Conflict]
-        );
-        assert!(outbox_payloads(&store).await.is_empty());
     }
 }

@@ -8,10 +8,13 @@
 //! table implements [`StateStore`] (the outbox is relayed to the broker after commit, and the
 //! consumed message is acked after commit).
 
+mod encoding;
 mod error;
 pub mod memory;
 pub mod memory_state;
 mod memory_workflows;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;

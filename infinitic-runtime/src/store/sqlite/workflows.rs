@@ -4,10 +4,11 @@
 use super::queue::insert_messages;
 use super::writer::Effects;
 use super::{db, millis, sql_type};
+use crate::store::encoding::{decode_events, Columns};
 use crate::store::{
     DeliveryId, Outgoing, StoreError, StoredWorkflow, Transition, WorkflowHeader, WorkflowState,
 };
-use infinitic_core::{decode, encode, Generation, HistoryEvent, Timestamp, WorkflowId};
+use infinitic_core::{decode, Generation, HistoryEvent, Timestamp, WorkflowId};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -32,26 +33,17 @@ pub(super) struct Encoded {
 
 impl Encoded {
     pub(super) fn new(t: Transition) -> Result<Self, StoreError> {
-        let encoded = |e: infinitic_core::CodecError| {
-            StoreError::Database(format!("cannot encode workflow {}: {e}", t.workflow_id))
-        };
-        let header = match t.header {
-            Some(header) => {
-                let parent = header.parent.as_ref().map(encode).transpose();
-                Some((header, parent.map_err(encoded)?))
-            }
-            None => None,
-        };
-        let events = match t.append.is_empty() {
-            true => None,
-            false => Some(encode(&t.append).map_err(encoded)?),
-        };
+        let Columns {
+            state,
+            parent,
+            events,
+        } = Columns::of(&t)?;
         Ok(Self {
-            state: encode(&t.state).map_err(encoded)?,
+            state,
             is_final: t.state.is_final(),
             workflow_id: t.workflow_id,
             expected_version: t.expected_version,
-            header,
+            header: t.header.map(|header| (header, parent)),
             events,
             outbox: t.outbox,
             consumed: t.consumed.as_ref().map(|c| c.delivery),
@@ -304,7 +296,7 @@ pub(super) fn load(
                 ));
             };
             let batch: Vec<HistoryEvent> =
-                decode(&bytes).map_err(|e| undecodable(&what, e.to_string()))?;
+                decode_events(&bytes).map_err(|e| undecodable(&what, e.to_string()))?;
             events.extend(batch);
         }
         events

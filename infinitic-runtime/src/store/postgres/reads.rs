@@ -1,0 +1,218 @@
+//! Loads and the outbox relay, on a few connections of their own beside the writer's.
+//!
+//! No pool crate: a connection serves concurrent queries (the driver pipelines them), so a
+//! handful shared round robin does what a pool would; a lost one is opened again on its next
+//! use.
+
+use super::connection::{runtime_error, Target};
+use crate::store::encoding::decode_events;
+use crate::store::{
+    OutboxEntry, Outgoing, StoreError, StoredWorkflow, WorkflowHeader, WorkflowState,
+};
+use infinitic_core::{decode, Generation, Timestamp, WorkflowId};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_postgres::{Client, Row, Statement};
+
+/// The readers' connections.
+#[derive(Debug)]
+pub(super) struct Readers {
+    target: Arc<Target>,
+    schema: String,
+    slots: Vec<Mutex<Option<Arc<Reader>>>>,
+    next: AtomicUsize,
+}
+
+/// One reader connection with its statements prepared.
+#[derive(Debug)]
+struct Reader {
+    client: Client,
+    load: Statement,
+    load_with_history: Statement,
+    outbox: Statement,
+    clear: Statement,
+}
+
+const COLUMNS: &str = "generation, workflow, method, input, started_at, parent, state, version";
+
+impl Reader {
+    async fn open(target: &Target, schema: &str) -> Result<Self, StoreError> {
+        let client = target.open().await?;
+        let db = |e: tokio_postgres::Error| runtime_error(&e);
+        // One statement (one snapshot) reads the instance and its history together.
+        let load_with_history = format!(
+            "SELECT {COLUMNS}, ARRAY(SELECT events FROM {schema}.history
+                                     WHERE workflow_id = $1 ORDER BY seq)
+             FROM {schema}.workflows WHERE id = $1"
+        );
+        Ok(Self {
+            load: client
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM {schema}.workflows WHERE id = $1"
+                ))
+                .await
+                .map_err(db)?,
+            load_with_history: client.prepare(&load_with_history).await.map_err(db)?,
+            outbox: client
+                .prepare(&format!(
+                    "SELECT id, topic, key, payload, deliver_at FROM {schema}.outbox
+                     ORDER BY id LIMIT $1"
+                ))
+                .await
+                .map_err(db)?,
+            clear: client
+                .prepare(&format!(
+                    "DELETE FROM {schema}.outbox WHERE id = ANY($1::bigint[])"
+                ))
+                .await
+                .map_err(db)?,
+            client,
+        })
+    }
+}
+
+impl Readers {
+    pub(super) fn new(target: Arc<Target>, schema: &str, count: usize) -> Self {
+        Self {
+            target,
+            schema: schema.to_string(),
+            slots: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next connection round robin, opened if it is not (or no longer) open.
+    async fn reader(&self) -> Result<Arc<Reader>, StoreError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let open = slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .filter(|reader| !reader.client.is_closed());
+        if let Some(reader) = open {
+            return Ok(reader);
+        }
+        let reader = Arc::new(Reader::open(&self.target, &self.schema).await?);
+        *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::clone(&reader));
+        Ok(reader)
+    }
+
+    pub(super) async fn load(
+        &self,
+        id: &WorkflowId,
+        with_history: bool,
+    ) -> Result<Option<StoredWorkflow>, StoreError> {
+        let reader = self.reader().await?;
+        let statement = match with_history {
+            true => &reader.load_with_history,
+            false => &reader.load,
+        };
+        let row = reader
+            .client
+            .query_opt(statement, &[&id.as_str()])
+            .await
+            .map_err(|e| runtime_error(&e))?;
+        row.map(|row| instance(id, &row, with_history)).transpose()
+    }
+
+    pub(super) async fn outbox(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let reader = self.reader().await?;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = reader
+            .client
+            .query(&reader.outbox, &[&limit])
+            .await
+            .map_err(|e| runtime_error(&e))?;
+        rows.iter().map(outbox_entry).collect()
+    }
+
+    pub(super) async fn clear_outbox(&self, ids: Vec<u64>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = ids
+            .into_iter()
+            .filter_map(|id| id.try_into().ok())
+            .collect();
+        let reader = self.reader().await?;
+        reader
+            .client
+            .execute(&reader.clear, &[&ids])
+            .await
+            .map_err(|e| runtime_error(&e))?;
+        Ok(())
+    }
+}
+
+/// An instance from its row, reporting what of a damaged row could be read.
+fn instance(id: &WorkflowId, row: &Row, with_history: bool) -> Result<StoredWorkflow, StoreError> {
+    let version: Option<u64> = row
+        .try_get::<_, i64>(7)
+        .ok()
+        .and_then(|v| u64::try_from(v).ok());
+    let state_bytes: Vec<u8> = row.try_get(6).unwrap_or_default();
+    let state: Result<WorkflowState, _> = decode(&state_bytes);
+    let undecodable = |what: &str, reason: String| StoreError::Undecodable {
+        id: id.clone(),
+        version,
+        state: state.as_ref().ok().cloned(),
+        what: what.into(),
+        reason,
+    };
+    let column = |what: &str, e: tokio_postgres::Error| undecodable(what, e.to_string());
+    let generation: i64 = row.try_get(0).map_err(|e| column("generation", e))?;
+    let workflow: String = row.try_get(1).map_err(|e| column("workflow name", e))?;
+    let method: String = row.try_get(2).map_err(|e| column("method name", e))?;
+    let input: Vec<u8> = row.try_get(3).map_err(|e| column("input", e))?;
+    let started_at: i64 = row.try_get(4).map_err(|e| column("start time", e))?;
+    let parent: Option<Vec<u8>> = row.try_get(5).map_err(|e| column("parent", e))?;
+    let parent = parent
+        .map(|bytes| decode(&bytes))
+        .transpose()
+        .map_err(|e| undecodable("parent", e.to_string()))?;
+    let state = match &state {
+        Ok(state) => state.clone(),
+        Err(e) => return Err(undecodable("state", e.to_string())),
+    };
+    let Some(version) = version else {
+        return Err(undecodable("version", "not a positive integer".into()));
+    };
+    let mut history = Vec::new();
+    if with_history {
+        let rows: Vec<Vec<u8>> = row.try_get(8).map_err(|e| column("history", e))?;
+        for (index, bytes) in rows.iter().enumerate() {
+            let events = decode_events(bytes)
+                .map_err(|e| undecodable(&format!("history row {index}"), e.to_string()))?;
+            history.extend(events);
+        }
+    }
+    Ok(StoredWorkflow {
+        id: id.clone(),
+        header: WorkflowHeader {
+            generation: Generation(u32::try_from(generation).unwrap_or(u32::MAX)),
+            workflow,
+            method,
+            input,
+            started_at: Timestamp::from_millis(u64::try_from(started_at).unwrap_or(0)),
+            parent,
+        },
+        state,
+        version,
+        history,
+    })
+}
+
+fn outbox_entry(row: &Row) -> Result<OutboxEntry, StoreError> {
+    let db = |e: tokio_postgres::Error| StoreError::Database(format!("outbox row: {e}"));
+    let id: i64 = row.try_get(0).map_err(db)?;
+    let deliver_at: i64 = row.try_get(4).map_err(db)?;
+    Ok(OutboxEntry {
+        id: u64::try_from(id).unwrap_or(0),
+        message: Outgoing::new(
+            row.try_get::<_, String>(1).map_err(db)?,
+            row.try_get::<_, String>(2).map_err(db)?,
+            row.try_get(3).map_err(db)?,
+            Timestamp::from_millis(u64::try_from(deliver_at).unwrap_or(0)),
+        ),
+    })
+}

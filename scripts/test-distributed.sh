@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The distributed features' tests: installs PostgreSQL if missing, starts a throwaway server
+# (fsync off, TLS on with a generated CA; it accepts plain connections too), runs clippy and
+# the tests with `--features postgres` under CI=true (a test whose server is missing fails),
+# and stops the server on exit. Run by .ci/run after the embedded steps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== servers"
+scripts/postgres.sh install
+env_file=$(scripts/postgres.sh start --fsync off --tls)
+# shellcheck disable=SC1090
+source "$env_file"
+trap 'scripts/postgres.sh stop "$INFINITIC_PG_DIR"' EXIT
+echo "PostgreSQL at ${INFINITIC_PG_URL##*@} (TLS CA $INFINITIC_PG_CA)"
+
+echo "== lint (--features postgres)"
+cargo clippy --workspace --all-targets --features postgres -- -D warnings
+
+echo "== test (--features postgres)"
+# The store's own tests and the state-store contract on every store, PostgreSQL included;
+# the runtime's unit and doc tests with the feature on. The rest does not change with it.
+export CI=true
+cargo test -p infinitic-runtime --features postgres
+cargo test -p infinitic --features postgres --test postgres --test store
