@@ -131,18 +131,78 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use infinitic_core::{
-        decode, DispatchError, NoError, Service, ServiceCall, TaskError, TaskFuture, Workflow,
-        WorkflowCall, WorkflowFuture,
+        decode, CodecError, DispatchError, NoError, Service, ServiceCall, TaskError, TaskFuture,
+        Workflow, WorkflowCall, WorkflowFuture,
     };
     pub use std::boxed::Box;
     pub use std::sync::Arc;
 
-    use infinitic_core::{CatchUnwind, CodecError, Limits, Payload};
+    use infinitic_core::{CatchUnwind, Limits, Payload};
     use serde::{de::DeserializeOwned, Serialize};
     use std::future::Future;
 
+    /// What an argument or a result must be to travel in a message. Generated code requires
+    /// it of each argument type alone (never of the argument tuple), so a type that is not
+    /// serializable gets one error, at the type, saying what to derive.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot travel as an argument or a result of a workflow or service",
+        label = "not serializable",
+        note = "arguments and results are sent as messages: derive `serde::Serialize` and \
+                `serde::Deserialize` for `{Self}` (`#[derive(Serialize, Deserialize)]`)"
+    )]
+    pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
+
+    // Not recommended in errors: the error names `Message` (with its note) instead of listing
+    // each serde trait the type lacks.
+    #[diagnostic::do_not_recommend]
+    impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
+
     /// Compile-time check that a type can travel as a message.
-    pub fn assert_message<T: Serialize + DeserializeOwned + Send + 'static>() {}
+    pub fn assert_message<T: Message>() {}
+
+    /// How generated code encodes and decodes one method's argument tuple `T`: built by
+    /// `args0` … `args16`, which require each argument type alone to be a [`Message`]. The
+    /// stub and the dispatcher both call the same one with the same type tokens, so an
+    /// unfit type gets one error, at the type (the compiler reports it once).
+    pub struct ArgsCodec<T> {
+        /// Wraps the argument tuple for a call.
+        pub encode: fn(T) -> infinitic_core::Args,
+        /// Decodes the argument tuple of a received call.
+        pub decode: fn(&[u8]) -> Result<T, CodecError>,
+    }
+
+    macro_rules! args_codecs {
+        ($($name:ident($($arg:ident),*);)*) => {$(
+            #[doc = concat!("The codec of a method with these argument types (",
+                stringify!($($arg),*), ").")]
+            pub fn $name<$($arg: Message),*>() -> ArgsCodec<($($arg,)*)> {
+                ArgsCodec {
+                    encode: infinitic_core::Args::new,
+                    decode: |bytes| decode(bytes),
+                }
+            }
+        )*};
+    }
+
+    args_codecs! {
+        args0();
+        args1(A0);
+        args2(A0, A1);
+        args3(A0, A1, A2);
+        args4(A0, A1, A2, A3);
+        args5(A0, A1, A2, A3, A4);
+        args6(A0, A1, A2, A3, A4, A5);
+        args7(A0, A1, A2, A3, A4, A5, A6);
+        args8(A0, A1, A2, A3, A4, A5, A6, A7);
+        args9(A0, A1, A2, A3, A4, A5, A6, A7, A8);
+        args10(A0, A1, A2, A3, A4, A5, A6, A7, A8, A9);
+        args11(A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+        args12(A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+        args13(A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+        args14(A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13);
+        args15(A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14);
+        args16(A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15);
+    }
 
     /// Compile-time check that a service error can be shown in failure reports.
     pub fn assert_error<E: std::fmt::Debug>() {}

@@ -110,6 +110,12 @@ impl From<DispatchError> for crate::StepOutcome {
 
 /// A workflow implementation, as registered with a worker or `WorkflowTester`. Implemented by
 /// `#[workflow]` on an `impl` block.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a registered workflow implementation",
+    label = "not a workflow",
+    note = "put `#[workflow]` on the `impl` block of the workflow trait for `{Self}` too: it \
+            registers the implementation and checks its code for determinism"
+)]
 pub trait Workflow: Send + Sync + Sized + 'static {
     /// The workflow's name (from its trait).
     const NAME: &'static str;
@@ -160,6 +166,12 @@ impl<W: Workflow, F: Fn() -> W + Send + Sync> WorkflowDefinition for WorkflowFac
 
 /// A service implementation, as registered with a worker or `WorkflowTester`. Implemented by
 /// the `…Dispatcher` type that `#[service]` generates.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a service dispatcher",
+    label = "not a service",
+    note = "register the dispatcher `#[service]` generated for the trait, wrapping your \
+            implementation: `.service(MyTraitDispatcher::new(implementation))`"
+)]
 pub trait Service: Send + Sync + 'static {
     /// The service's name.
     fn name(&self) -> &'static str;

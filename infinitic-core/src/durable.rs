@@ -110,13 +110,27 @@ pub struct ServiceCall<T, E = NoError> {
     _types: PhantomData<fn() -> (T, E)>,
 }
 
-/// A call's arguments, encoded on demand under the limits of whoever sends them.
-struct Args(Box<EncodeArgs>);
+/// A call's arguments, encoded on demand under the limits of whoever sends them. Generated
+/// stubs build it from the argument tuple, so a call's type says nothing of its arguments.
+///
+/// ```
+/// use infinitic_core::{Args, Limits, ServiceCall};
+/// let call: ServiceCall<u64> = ServiceCall::from_args("Bank", "balance", Args::new(("ada",)));
+/// assert_eq!(call.method(), "balance");
+/// ```
+pub struct Args(Box<EncodeArgs>);
 
 type EncodeArgs = dyn Fn(&Limits) -> Result<Payload, EncodeError> + Send;
 
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Args")
+    }
+}
+
 impl Args {
-    fn new<A: serde::Serialize + Send + 'static>(args: A) -> Self {
+    /// Arguments `args` (the argument tuple), encoded when the call is sent.
+    pub fn new<A: serde::Serialize + Send + 'static>(args: A) -> Self {
         Self(Box::new(move |limits| limits.encode(&args)))
     }
 
@@ -148,6 +162,18 @@ impl<T, E> ServiceCall<T, E> {
             service,
             method,
             args: Args::new(args),
+            location: Location::caller(),
+            _types: PhantomData,
+        }
+    }
+
+    /// Builds a call from arguments already wrapped (what generated stubs do).
+    #[track_caller]
+    pub fn from_args(service: &'static str, method: &'static str, args: Args) -> Self {
+        Self {
+            service,
+            method,
+            args,
             location: Location::caller(),
             _types: PhantomData,
         }
@@ -248,6 +274,18 @@ impl<R> WorkflowCall<R> {
             workflow,
             method,
             args: Args::new(args),
+            location: Location::caller(),
+            _result: PhantomData,
+        }
+    }
+
+    /// Builds a call from arguments already wrapped (what generated stubs do).
+    #[track_caller]
+    pub fn from_args(workflow: &'static str, method: &'static str, args: Args) -> Self {
+        Self {
+            workflow,
+            method,
+            args,
             location: Location::caller(),
             _result: PhantomData,
         }

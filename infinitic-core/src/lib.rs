@@ -37,7 +37,7 @@ pub use definition::{
     DispatchError, Service, TaskError, TaskFuture, Workflow, WorkflowDefinition, WorkflowFactory,
     WorkflowFuture,
 };
-pub use durable::{DurableStep, ServiceCall, Sleep, TypedStep, WorkflowCall};
+pub use durable::{Args, DurableStep, ServiceCall, Sleep, TypedStep, WorkflowCall};
 pub use engine::{
     Applied, IgnoredReason, Mismatch, ParkReason, Progress, RejectedEvent, Start, Status,
     WorkflowInstance,

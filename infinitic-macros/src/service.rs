@@ -54,7 +54,7 @@ fn generate(item: &ItemTrait, name: Option<LitStr>, methods: &[Method]) -> Token
         stub_method(
             m,
             quote!(::infinitic::__private::ServiceCall<#ok, #err>),
-            quote!(::infinitic::__private::ServiceCall::new),
+            quote!(::infinitic::__private::ServiceCall::from_args),
         )
     });
 

@@ -6,7 +6,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::{
     parse_quote, FnArg, GenericArgument, Ident, ItemTrait, Pat, PathArguments, ReturnType,
-    TraitItem, TraitItemFn, Type,
+    TraitBoundModifier, TraitItem, TraitItemFn, Type, TypeParamBound,
 };
 
 /// What the generators need to know about one method.
@@ -56,6 +56,20 @@ pub(crate) fn read_methods(item: &ItemTrait, kind: &str, errors: &mut Errors) ->
             format!("a #[{kind}] trait cannot be generic: its methods are called by name with encoded arguments, so every type must be concrete"),
         );
     }
+    for bound in &item.supertraits {
+        if !is_marker_bound(bound) {
+            errors.spanned(
+                bound,
+                format!(
+                    "a #[{kind}] trait cannot have a supertrait other than `Send`, `Sync` or \
+                     `'static` (added anyway): the macro cannot see the methods of `{}`, so \
+                     they would be missing from the generated stub; declare them in this trait, \
+                     or in a #[{kind}] trait of their own",
+                    quote!(#bound).to_string().replace(' ', "")
+                ),
+            );
+        }
+    }
     let mut methods = Vec::new();
     for trait_item in &item.items {
         match trait_item {
@@ -71,6 +85,22 @@ pub(crate) fn read_methods(item: &ItemTrait, kind: &str, errors: &mut Errors) ->
         }
     }
     methods
+}
+
+/// `Send`, `Sync` (by any path) or `'static`: the bounds the macro adds itself.
+fn is_marker_bound(bound: &TypeParamBound) -> bool {
+    match bound {
+        TypeParamBound::Lifetime(lifetime) => lifetime.ident == "static",
+        TypeParamBound::Trait(t) => {
+            matches!(t.modifier, TraitBoundModifier::None)
+                && t.lifetimes.is_none()
+                && t.path.segments.last().is_some_and(|last| {
+                    (last.ident == "Send" || last.ident == "Sync")
+                        && matches!(last.arguments, PathArguments::None)
+                })
+        }
+        _ => false,
+    }
 }
 
 fn read_method(f: &TraitItemFn, kind: &str, errors: &mut Errors) -> Option<Method> {
@@ -257,13 +287,11 @@ pub(crate) fn rewrite_trait(item: &ItemTrait) -> ItemTrait {
 /// so a missing `Serialize`/`Deserialize` is reported on the user's type.
 pub(crate) fn assert_message_types(methods: &[Method]) -> TokenStream {
     let checks = methods.iter().flat_map(|m| {
-        m.arg_types
-            .iter()
-            .chain(std::iter::once(&m.output))
-            .map(|ty| {
-                let span = syn::spanned::Spanned::span(ty);
-                quote::quote_spanned!(span=> ::infinitic::__private::assert_message::<#ty>();)
-            })
+        // Argument types are checked by the argument codec (see `args_codec`).
+        std::iter::once(&m.output).map(|ty| {
+            let span = syn::spanned::Spanned::span(ty);
+            quote::quote_spanned!(span=> ::infinitic::__private::assert_message::<#ty>();)
+        })
     });
     // A service error is also rendered with `Debug` in failure reports: say so at its type.
     let errors = methods
@@ -290,13 +318,24 @@ pub(crate) fn stub_method(
     let names = &m.arg_names;
     let types = &m.arg_types;
     let method_name = m.name();
+    let codec = args_codec(m);
     quote! {
         #(#docs)*
         #[track_caller]
         pub fn #ident(&self, #(#names: #types),*) -> #returns {
-            #constructor(Self::NAME, #method_name, (#(#names,)*))
+            let args = (#codec.encode)((#(#names,)*));
+            #constructor(Self::NAME, #method_name, args)
         }
     }
+}
+
+/// `::infinitic::__private::argsN::<T0, .., Tn>()`: the method's argument codec. Stub and
+/// dispatcher emit the same call with the user's type tokens, so an argument type that is not
+/// a message is reported once, at the type.
+fn args_codec(m: &Method) -> TokenStream {
+    let types = &m.arg_types;
+    let codec = quote::format_ident!("args{}", types.len());
+    quote!(::infinitic::__private::#codec::<#(#types),*>())
 }
 
 /// Decodes `bytes` into the method's arguments, bound to the returned names; runs `on_error`
@@ -310,8 +349,9 @@ pub(crate) fn decode_arguments(
         .map(|i| quote::format_ident!("__arg{}", i))
         .collect();
     let types = &m.arg_types;
+    let codec = args_codec(m);
     let decode = quote! {
-        let (#(#names,)*): (#(#types,)*) = match ::infinitic::__private::decode(#bytes) {
+        let (#(#names,)*): (#(#types,)*) = match (#codec.decode)(#bytes) {
             ::core::result::Result::Ok(decoded) => decoded,
             ::core::result::Result::Err(e) => { #on_error }
         };

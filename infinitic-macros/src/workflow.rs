@@ -61,7 +61,7 @@ fn expand_trait(item: &ItemTrait, name: Option<LitStr>, methods: &[Method]) -> T
         stub_method(
             m,
             quote!(::infinitic::__private::WorkflowCall<#output>),
-            quote!(::infinitic::__private::WorkflowCall::new),
+            quote!(::infinitic::__private::WorkflowCall::from_args),
         )
     });
 
