@@ -120,7 +120,9 @@ pub use infinitic_macros::workflow;
 pub mod prelude {
     pub use crate::{
         service, workflow,
-        workflow::{Either, OneOf2, OneOf3, OneOf4, OneOf5, OneOf6, OneOf7, OneOf8},
+        workflow::{
+            Channel, Either, Filter, OneOf2, OneOf3, OneOf4, OneOf5, OneOf6, OneOf7, OneOf8,
+        },
         Client, ClientError, MemoryStore, NoError, RetryPolicy, SqliteStore, StepError,
         TesterError, Worker, WorkerConfig, WorkflowFactory, WorkflowState, WorkflowTester,
     };
@@ -130,9 +132,10 @@ pub mod prelude {
 /// Support for generated code: not a public API, may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use infinitic_core::workflow::Channel;
     pub use infinitic_core::{
-        decode, CodecError, DispatchError, NoError, Service, ServiceCall, TaskError, TaskFuture,
-        Workflow, WorkflowCall, WorkflowFuture,
+        decode, ChannelRef, CodecError, DispatchError, NoError, Service, ServiceCall, TaskError,
+        TaskFuture, Workflow, WorkflowCall, WorkflowFuture,
     };
     pub use std::boxed::Box;
     pub use std::sync::Arc;

@@ -261,6 +261,7 @@ fn checked_steps(id: &WorkflowId, history: &[HistoryEvent]) -> Vec<Step> {
                     assert!(c.at >= *at, "{id}: timer {} fired early", c.position);
                 }
             }
+            HistoryEvent::Signaled(_) => panic!("{id}: this workflow takes no signal"),
         }
     }
     let positions: Vec<u32> = scheduled.iter().map(|r| r.position).collect();
@@ -291,7 +292,7 @@ fn checked_steps(id: &WorkflowId, history: &[HistoryEvent]) -> Vec<Step> {
                 assert_eq!((workflow.as_ref(), method.as_ref()), ("Leg", "run"), "{id}");
                 Step::Child
             }
-            Command::Inline { .. } => panic!("{id}: this workflow has no inline step"),
+            other => panic!("{id}: this workflow makes no {other:?}"),
         })
         .collect()
 }

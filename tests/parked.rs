@@ -58,7 +58,7 @@ async fn completions(store: &MemoryStore, id: &WorkflowId) -> (WorkflowState, Ve
         .iter()
         .filter_map(|e| match e {
             HistoryEvent::Completed(c) => Some(c.position),
-            HistoryEvent::Scheduled(_) => None,
+            _ => None,
         })
         .collect();
     (stored.state, positions)

@@ -285,6 +285,7 @@ async fn detached_calls_and_children_run_though_nobody_waits_for_them() {
             Command::StartChild { .. } => "child",
             Command::StartTimer { .. } => "timer",
             Command::Inline { .. } => "inline",
+            Command::Receive { .. } | Command::SendSignal { .. } => "signal",
         })
         .collect();
     assert_eq!(kinds, vec!["call", "child"]);

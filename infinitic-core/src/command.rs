@@ -38,13 +38,40 @@ pub enum Command {
         /// The encoded value.
         value: Payload,
     },
+    /// Receive signals on a channel: complete at once when `took` names the buffered signals
+    /// it took (by their sequence numbers), else when a signal arrives for it.
+    Receive {
+        /// The channel.
+        channel: String,
+        /// Which signals it takes.
+        filter: Option<crate::signal::Filter>,
+        /// How many it takes at most.
+        max: u32,
+        /// The buffered signals it took when it was created (empty: it waited).
+        took: Vec<u64>,
+    },
+    /// Send a signal to a channel of another instance (complete once sent).
+    SendSignal {
+        /// The target's workflow name.
+        workflow: String,
+        /// The target instance.
+        instance: String,
+        /// The channel.
+        channel: String,
+        /// The encoded value.
+        value: Payload,
+    },
 }
 
 impl Command {
     /// True for a command that completes when it is scheduled ([`Command::Inline`]): nothing
     /// is sent for it and nothing waits on it.
     pub fn is_settled_at_once(&self) -> bool {
-        matches!(self, Command::Inline { .. })
+        match self {
+            Command::Inline { .. } | Command::SendSignal { .. } => true,
+            Command::Receive { took, .. } => !took.is_empty(),
+            _ => false,
+        }
     }
 
     /// What replay compares: the kind and the target, not the arguments (so fixing how an
@@ -65,6 +92,15 @@ impl Command {
                 method: method.to_string(),
             },
             Command::Inline { .. } => CommandSignature::Inline,
+            Command::Receive { channel, .. } => CommandSignature::Receive {
+                channel: channel.clone(),
+            },
+            Command::SendSignal {
+                workflow, channel, ..
+            } => CommandSignature::SendSignal {
+                workflow: workflow.clone(),
+                channel: channel.clone(),
+            },
         }
     }
 
@@ -97,6 +133,33 @@ impl Command {
                 },
             ) => w1 == w2 && m1 == m2,
             (Command::Inline { .. }, Command::Inline { .. }) => true,
+            // What a receive took is part of it: a replay that takes other signals diverges.
+            (
+                Command::Receive {
+                    channel: c1,
+                    filter: f1,
+                    max: m1,
+                    took: t1,
+                },
+                Command::Receive {
+                    channel: c2,
+                    filter: f2,
+                    max: m2,
+                    took: t2,
+                },
+            ) => c1 == c2 && f1 == f2 && m1 == m2 && t1 == t2,
+            (
+                Command::SendSignal {
+                    workflow: w1,
+                    channel: c1,
+                    ..
+                },
+                Command::SendSignal {
+                    workflow: w2,
+                    channel: c2,
+                    ..
+                },
+            ) => w1 == w2 && c1 == c2,
             _ => false,
         }
     }
@@ -123,6 +186,18 @@ pub enum CommandSignature {
     },
     /// An inline step (`workflow::inline`).
     Inline,
+    /// A receive on a channel.
+    Receive {
+        /// The channel.
+        channel: String,
+    },
+    /// A signal sent to another workflow's channel.
+    SendSignal {
+        /// The target workflow.
+        workflow: String,
+        /// The channel.
+        channel: String,
+    },
 }
 
 impl fmt::Display for CommandSignature {
@@ -136,6 +211,10 @@ impl fmt::Display for CommandSignature {
                 write!(f, "child workflow {workflow}::{method}")
             }
             CommandSignature::Inline => f.write_str("inline step"),
+            CommandSignature::Receive { channel } => write!(f, "receive on `{channel}`"),
+            CommandSignature::SendSignal { workflow, channel } => {
+                write!(f, "signal to {workflow}::{channel}")
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! after, so durable futures hold plain data (they stay `Send`) and nothing is shared.
 
 use crate::rng::SplitMix64;
+use crate::signal::{Buffered, Matcher, Receiver};
 use crate::{
     Command, CommandRecord, Generation, Limits, MethodRun, Payload, Position, StepOutcome,
     Timestamp, WorkflowId,
@@ -36,6 +37,14 @@ pub(crate) struct EngineState {
     /// Values of inline steps recorded in the history being replayed, by position, handed to
     /// `workflow::inline` instead of running its closure again.
     pub(crate) recorded: Vec<(Position, Payload)>,
+    /// Signals received and not taken yet, oldest first.
+    pub(crate) buffered: Vec<Buffered>,
+    /// Receives waiting for a signal, in position order.
+    pub(crate) receivers: Vec<Receiver>,
+    /// Signals received so far: the next one's sequence number.
+    pub(crate) signals: u64,
+    /// Ids of the signals received so far: one sent again changes nothing.
+    pub(crate) signal_ids: std::collections::BTreeSet<String>,
 }
 
 impl EngineState {
@@ -63,7 +72,30 @@ impl EngineState {
             produced: Vec::new(),
             limits,
             recorded: Vec::new(),
+            buffered: Vec::new(),
+            receivers: Vec::new(),
+            signals: 0,
+            signal_ids: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Takes up to `max` buffered signals of `channel` that `matcher` accepts, oldest first:
+    /// their sequence numbers and values.
+    pub(crate) fn take_buffered(
+        &mut self,
+        channel: &str,
+        matcher: &Matcher,
+        max: usize,
+    ) -> Vec<(u64, Payload)> {
+        let mut taken = Vec::new();
+        self.buffered.retain(|b| {
+            let take = taken.len() < max && b.channel == channel && matcher(&b.value);
+            if take {
+                taken.push((b.seq, b.value.clone()));
+            }
+            !take
+        });
+        taken
     }
 
     /// Records a command that completes as it is scheduled (an inline step): it gets the next
@@ -141,6 +173,7 @@ impl EngineState {
     pub(crate) fn abandon(&mut self, position: Position) {
         self.settle(position);
         self.ready.retain(|(p, _)| *p != position);
+        self.receivers.retain(|r| r.position != position);
     }
 }
 

@@ -120,6 +120,9 @@ pub trait Workflow: Send + Sync + Sized + 'static {
     /// The workflow's name (from its trait).
     const NAME: &'static str;
 
+    /// Its channels (`#[channel]` on the trait) and how many signals each buffers.
+    const CHANNELS: &'static [(&'static str, usize)] = &[];
+
     /// Starts `method` with encoded `input` on this (fresh) instance of the implementation.
     fn start(self, method: &str, input: &[u8]) -> Result<WorkflowFuture, DispatchError>;
 }
@@ -131,6 +134,13 @@ pub trait WorkflowDefinition: Send + Sync {
 
     /// Starts `method` with encoded `input` on a fresh implementation value.
     fn start(&self, method: &str, input: &[u8]) -> Result<WorkflowFuture, DispatchError>;
+
+    /// How many signals channel `channel` buffers; `None` if the workflow has no such
+    /// channel.
+    fn channel_capacity(&self, channel: &str) -> Option<usize> {
+        let _ = channel;
+        None
+    }
 }
 
 /// A [`WorkflowDefinition`] from a constructor of the implementation.
@@ -161,6 +171,13 @@ impl<W: Workflow, F: Fn() -> W + Send + Sync> WorkflowDefinition for WorkflowFac
 
     fn start(&self, method: &str, input: &[u8]) -> Result<WorkflowFuture, DispatchError> {
         (self.make)().start(method, input)
+    }
+
+    fn channel_capacity(&self, channel: &str) -> Option<usize> {
+        W::CHANNELS
+            .iter()
+            .find(|(name, _)| *name == channel)
+            .map(|(_, capacity)| *capacity)
     }
 }
 

@@ -122,6 +122,29 @@ pub enum Applied {
     Ignored(IgnoredReason),
 }
 
+/// What [`WorkflowInstance::signal`] did with a signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signaled {
+    /// Received: taken by a waiting receive or buffered (`signal.to` says which), and the code
+    /// ran on. Record `signal` in history.
+    Received {
+        /// The signal as history records it.
+        signal: crate::Signal,
+        /// What the code did next.
+        progress: Progress,
+    },
+    /// A signal with this id was received before: nothing changes, nothing to record.
+    Duplicate,
+    /// No waiting receive takes it and the channel already buffers `capacity` signals: not
+    /// received (nothing to record).
+    Full {
+        /// The channel's capacity.
+        capacity: usize,
+    },
+    /// The run has ended.
+    RunEnded,
+}
+
 /// Why a completion was ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IgnoredReason {
@@ -302,6 +325,86 @@ impl WorkflowInstance {
         state.now = state.now.max(completion.at);
         state.deliver(completion.position, completion.outcome);
         Ok(Applied::Progressed(self.poll()))
+    }
+
+    /// Delivers a signal sent to `channel` (its sender's `id`, its encoded `value`, received at
+    /// `at`): to the oldest waiting receive of that channel that accepts it, else to the
+    /// channel's buffer if it holds fewer than `capacity` signals; then runs the code until it
+    /// waits again.
+    pub fn signal(
+        &mut self,
+        id: String,
+        channel: String,
+        value: Payload,
+        at: Timestamp,
+        capacity: usize,
+    ) -> Signaled {
+        if self.future.is_none() {
+            return Signaled::RunEnded;
+        }
+        let state = self.state.as_mut().expect("state is present between polls");
+        if state.signal_ids.contains(&id) {
+            return Signaled::Duplicate;
+        }
+        let limits = state.limits;
+        let to = scoped(limits, || {
+            state
+                .receivers
+                .iter()
+                .find(|r| r.channel == channel && (r.matcher)(&value))
+                .map(|r| r.position)
+        });
+        if to.is_none()
+            && state
+                .buffered
+                .iter()
+                .filter(|b| b.channel == channel)
+                .count()
+                >= capacity
+        {
+            return Signaled::Full { capacity };
+        }
+        let signal = crate::Signal {
+            id,
+            channel,
+            value,
+            at,
+            to,
+        };
+        let progress = self
+            .receive_signal(&signal)
+            .expect("the receive was found waiting just now");
+        Signaled::Received { signal, progress }
+    }
+
+    /// Applies a signal as history records it (live, or in a replay): to the receive at
+    /// `signal.to`, or to the buffer. `Err` when `to` names no receive waiting on that channel:
+    /// the code no longer matches its history.
+    pub(crate) fn receive_signal(&mut self, signal: &crate::Signal) -> Result<Progress, ()> {
+        let state = self.state.as_mut().expect("state is present between polls");
+        if let Some(position) = signal.to {
+            let index = state
+                .receivers
+                .iter()
+                .position(|r| r.position == position && r.channel == signal.channel)
+                .ok_or(())?;
+            state.receivers.remove(index);
+            state.settle(position);
+            state.deliver(
+                position,
+                crate::StepOutcome::Completed(signal.value.clone()),
+            );
+        } else {
+            state.buffered.push(crate::signal::Buffered {
+                seq: state.signals,
+                channel: signal.channel.clone(),
+                value: signal.value.clone(),
+            });
+        }
+        state.signals += 1;
+        state.signal_ids.insert(signal.id.clone());
+        state.now = state.now.max(signal.at);
+        Ok(self.poll())
     }
 
     /// Whether the run has ended (completed or parked).

@@ -26,6 +26,8 @@ pub enum HistoryEvent {
     Scheduled(CommandRecord),
     /// This command completed, and the code ran on until it waited again.
     Completed(Completion),
+    /// A signal arrived: taken by a waiting receive or buffered, and the code ran on.
+    Signaled(crate::Signal),
 }
 
 /// Everything needed to rebuild a method run's state by replaying its code.
@@ -78,7 +80,7 @@ impl History {
     pub fn scheduled(&self) -> impl Iterator<Item = &CommandRecord> {
         self.events.iter().filter_map(|e| match e {
             HistoryEvent::Scheduled(r) => Some(r),
-            HistoryEvent::Completed(_) => None,
+            _ => None,
         })
     }
 
@@ -86,7 +88,15 @@ impl History {
     pub fn completions(&self) -> impl Iterator<Item = &Completion> {
         self.events.iter().filter_map(|e| match e {
             HistoryEvent::Completed(c) => Some(c),
-            HistoryEvent::Scheduled(_) => None,
+            _ => None,
+        })
+    }
+
+    /// The signals received, in order.
+    pub fn signals(&self) -> impl Iterator<Item = &crate::Signal> {
+        self.events.iter().filter_map(|e| match e {
+            HistoryEvent::Signaled(s) => Some(s),
+            _ => None,
         })
     }
 }
@@ -147,7 +157,35 @@ pub fn outstanding(started_at: Timestamp, events: &[HistoryEvent]) -> Vec<Outsta
                 now = completion.at;
                 open.retain(|o| (o.run, o.position) != (completion.run, completion.position));
             }
+            HistoryEvent::Signaled(signal) => {
+                now = now.max(signal.at);
+                open.retain(|o| Some(o.position) != signal.to);
+            }
         }
     }
     open
+}
+
+/// How many received signals wait in each channel's buffer at the end of `events`: those
+/// buffered on arrival, less those receives took.
+pub fn buffered_signals(events: &[HistoryEvent]) -> std::collections::BTreeMap<String, usize> {
+    let mut buffered = std::collections::BTreeMap::<String, usize>::new();
+    for event in events {
+        match event {
+            HistoryEvent::Signaled(signal) if signal.to.is_none() => {
+                *buffered.entry(signal.channel.clone()).or_default() += 1;
+            }
+            HistoryEvent::Scheduled(CommandRecord {
+                command: Command::Receive { channel, took, .. },
+                ..
+            }) => {
+                if let Some(count) = buffered.get_mut(channel) {
+                    *count = count.saturating_sub(took.len());
+                }
+            }
+            _ => {}
+        }
+    }
+    buffered.retain(|_, count| *count > 0);
+    buffered
 }

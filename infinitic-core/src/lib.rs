@@ -27,6 +27,7 @@ mod panic;
 mod replay;
 mod retry;
 mod rng;
+mod signal;
 pub mod task;
 mod time;
 pub mod workflow;
@@ -39,14 +40,15 @@ pub use definition::{
 };
 pub use durable::{Args, DurableStep, ServiceCall, Sleep, TypedStep, WorkflowCall};
 pub use engine::{
-    Applied, IgnoredReason, Mismatch, ParkReason, Progress, RejectedEvent, Start, Status,
+    Applied, IgnoredReason, Mismatch, ParkReason, Progress, RejectedEvent, Signaled, Start, Status,
     WorkflowInstance,
 };
-pub use history::{outstanding, Completion, History, HistoryEvent, Outstanding};
+pub use history::{buffered_signals, outstanding, Completion, History, HistoryEvent, Outstanding};
 pub use ids::{CommandId, Generation, MethodRun, Position, WorkflowId};
 pub use limits::{EncodeError, LimitError, Limits};
 pub use outcome::{NoError, StepError, StepOutcome};
 pub use panic::{catch_quietly, catching_panics, panic_message, CatchUnwind};
 pub use replay::{replay, replay_with_limits, Replay};
 pub use retry::RetryPolicy;
+pub use signal::{ChannelRef, Signal};
 pub use time::Timestamp;

@@ -67,6 +67,17 @@ pub enum Message {
         /// When it ended.
         at: Timestamp,
     },
+    /// A signal for a channel of a running instance.
+    SignalSent {
+        /// The target instance.
+        workflow_id: WorkflowId,
+        /// The channel.
+        channel: String,
+        /// The encoded value.
+        value: Payload,
+        /// The sender's id for this signal: sent again with the same id, it changes nothing.
+        id: String,
+    },
     /// A method run ended.
     WorkflowCompleted {
         /// Instance id.
@@ -119,6 +130,22 @@ impl Message {
         }
     }
 
+    /// Sends `value` to channel `channel` of instance `workflow_id`; `id` names this signal
+    /// (a signal sent again with the same id changes nothing).
+    pub fn signal(
+        workflow_id: WorkflowId,
+        channel: impl Into<String>,
+        value: Payload,
+        id: impl Into<String>,
+    ) -> Self {
+        Message::SignalSent {
+            workflow_id,
+            channel: channel.into(),
+            value,
+            id: id.into(),
+        }
+    }
+
     /// Tells the workflow that issued `command` how it ended, `at` when.
     pub fn command_completed(command: CommandId, outcome: StepOutcome, at: Timestamp) -> Self {
         Message::CommandCompleted {
@@ -152,6 +179,9 @@ impl Message {
             },
             Message::ExecuteTask { task, attempt, .. } => format!("task:{task}#{attempt}"),
             Message::CommandCompleted { command, .. } => format!("done:{command}"),
+            Message::SignalSent {
+                workflow_id, id, ..
+            } => format!("signal:{workflow_id}:{id}"),
             Message::WorkflowCompleted {
                 workflow_id, run, ..
             } => {

@@ -100,6 +100,33 @@ pub fn replay_with_limits(
                     }),
                 },
             },
+            HistoryEvent::Signaled(signal) => match produced.front() {
+                Some(extra) => {
+                    let recorded = history.scheduled().find(|r| r.position == extra.position);
+                    Some(mismatch_at(extra.position, recorded, Some(extra)))
+                }
+                None if instance.is_finished() => None,
+                None => match instance.receive_signal(signal) {
+                    Ok(Progress {
+                        commands,
+                        status: s,
+                    }) => {
+                        produced.extend(commands);
+                        status = s;
+                        None
+                    }
+                    // History gave the signal to a receive the code no longer waits on.
+                    Err(()) => Some(Mismatch {
+                        position: signal.to.unwrap_or_default(),
+                        expected: history
+                            .scheduled()
+                            .find(|r| Some(r.position) == signal.to)
+                            .map(|r| r.command.signature()),
+                        found: None,
+                        location: None,
+                    }),
+                },
+            },
         };
         if let Some(mismatch) = mismatch {
             instance.park();

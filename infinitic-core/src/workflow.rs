@@ -11,6 +11,7 @@ pub use crate::branches::{
 };
 use crate::context::with_state;
 use crate::durable::Sleep;
+pub use crate::signal::{Channel, Compare, FieldFilter, Filter, Receive, ReceiveMany, Scalar};
 use crate::{Command, Limits, Timestamp, WorkflowId};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -86,6 +87,35 @@ where
     });
     with_state(|s| s.schedule_settled(Command::Inline { value: bytes }, location));
     value
+}
+
+/// Sends `value` to channel `channel` of instance `instance` (fire and forget: the send is
+/// recorded, and the signal travels once whatever happens to this instance). A target that
+/// does not exist, has ended or has no room left on the channel sets the signal aside as a
+/// dead letter with the reason. `Err` if the value cannot be encoded within the limits.
+///
+/// ```no_run
+/// # use infinitic_core::{workflow, ChannelRef};
+/// # fn demo(cancel: ChannelRef<String>) {
+/// workflow::signal("order-42", cancel, "out of stock".to_string()).expect("small value");
+/// # }
+/// ```
+#[track_caller]
+pub fn signal<T: serde::Serialize>(
+    instance: impl Into<WorkflowId>,
+    channel: crate::ChannelRef<T>,
+    value: T,
+) -> Result<(), crate::EncodeError> {
+    let location = std::panic::Location::caller();
+    let value = Limits::current().encode(&value)?;
+    let command = Command::SendSignal {
+        workflow: channel.workflow().to_string(),
+        instance: instance.into().to_string(),
+        channel: channel.channel().to_string(),
+        value,
+    };
+    with_state(|s| s.schedule_settled(command, location));
+    Ok(())
 }
 
 /// A deterministic random number: the same on every replay of this instance.

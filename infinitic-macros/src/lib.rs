@@ -5,6 +5,7 @@
 //! item is still emitted so the rest of the crate and IDE completion keep working.
 
 mod attr;
+mod channels;
 mod determinism;
 mod errors;
 mod service;

@@ -2,6 +2,7 @@
 //! method table) and on its impl (registration and compile-time determinism checks).
 
 use crate::attr;
+use crate::channels;
 use crate::determinism;
 use crate::errors::Errors;
 use crate::signature::{
@@ -17,10 +18,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Trait(mut t)) => {
             let args = attr::parse("workflow", attr, &mut errors);
+            let channels = channels::take_channels(&mut t, &mut errors);
             determinism::check_trait(&mut t, &mut errors);
             let methods = read_methods(&t, "workflow", &mut errors);
             if errors.is_empty() {
-                expand_trait(&t, args.name, &methods)
+                expand_trait(&t, args.name, &methods, &channels)
             } else {
                 let errors = errors.to_compile_errors();
                 quote!(#t #errors)
@@ -47,12 +49,19 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand_trait(item: &ItemTrait, name: Option<LitStr>, methods: &[Method]) -> TokenStream {
+fn expand_trait(
+    item: &ItemTrait,
+    name: Option<LitStr>,
+    methods: &[Method],
+    channels: &[channels::ChannelDecl],
+) -> TokenStream {
     let vis = &item.vis;
     let trait_ident = &item.ident;
     let stub = suffixed(trait_ident, "Stub");
     let name = name.unwrap_or_else(|| LitStr::new(&trait_ident.to_string(), trait_ident.span()));
-    let rewritten = rewrite_trait(item);
+    let mut rewritten = rewrite_trait(item);
+    rewritten.items.extend(channels::trait_methods(channels));
+    let channel_items = channels::stub_items(channels);
     let method_names: Vec<String> = methods.iter().map(Method::name).collect();
     let assertions = assert_message_types(methods);
 
@@ -105,6 +114,8 @@ fn expand_trait(item: &ItemTrait, name: Option<LitStr>, methods: &[Method]) -> T
 
             #(#stub_methods)*
 
+            #channel_items
+
             #[doc(hidden)]
             pub fn __start<W: #trait_ident>(
                 workflow: W,
@@ -146,6 +157,7 @@ fn expand_impl(mut item: ItemImpl, mut errors: Errors) -> TokenStream {
 
         impl #impl_generics ::infinitic::__private::Workflow for #self_ty #where_clause {
             const NAME: &'static str = #stub_path::NAME;
+            const CHANNELS: &'static [(&'static str, usize)] = #stub_path::CHANNELS;
 
             fn start(
                 self,

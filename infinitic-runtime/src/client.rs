@@ -4,9 +4,14 @@
 use crate::clock::{Clock, WallClock};
 use crate::protocol;
 use crate::status::Description;
-use crate::store::{CommitOutcome, StateStore, StoreError, WorkflowHeader, WorkflowState};
-use infinitic_core::{EncodeError, Generation, LimitError, Limits, WorkflowCall, WorkflowId};
+use crate::store::{
+    CommitOutcome, StateStore, StoreError, Transport, WorkflowHeader, WorkflowState,
+};
+use infinitic_core::{
+    ChannelRef, EncodeError, Generation, LimitError, Limits, WorkflowCall, WorkflowId,
+};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +58,26 @@ pub enum ClientError {
         id: WorkflowId,
         /// Why.
         reason: String,
+    },
+    /// The instance has ended (completed, or failed to start): it takes no more signals.
+    #[error("workflow {id} has ended ({state}): it takes no more signals")]
+    Ended {
+        /// The instance.
+        id: WorkflowId,
+        /// How it ended.
+        state: String,
+    },
+    /// The instance is not of the workflow the channel belongs to.
+    #[error("workflow {id} is a `{actual}` workflow; channel `{channel}` belongs to `{expected}`")]
+    WrongWorkflow {
+        /// The instance.
+        id: WorkflowId,
+        /// The channel.
+        channel: String,
+        /// The channel's workflow.
+        expected: String,
+        /// The instance's workflow.
+        actual: String,
     },
     /// No result within the time the caller gave; the instance goes on.
     #[error("workflow {id} has no result after {waited:?}; it goes on")]
@@ -203,6 +228,74 @@ impl<S: StateStore + Clone> Client<S> {
     /// Where an instance stands, `None` if there is no such instance.
     pub async fn status(&self, id: &WorkflowId) -> Result<Option<WorkflowState>, ClientError> {
         Ok(self.store.load(id, false).await?.map(|w| w.state))
+    }
+}
+
+impl<S: StateStore + Transport + Clone> Client<S> {
+    /// Sends `value` to channel `channel` of instance `id` (a signal: an approval, a webhook's
+    /// news, a cancellation). The instance receives it when its code waits on the channel, or
+    /// buffers it until then. An instance that does not exist or has ended is an error at
+    /// once; nothing is sent.
+    ///
+    /// ```no_run
+    /// # use infinitic_core::ChannelRef;
+    /// # async fn demo(client: infinitic_runtime::client::Client<infinitic_runtime::store::memory::MemoryStore>, unsubscribe: ChannelRef<String>) {
+    /// client.signal("billing-user-42", unsubscribe, "moving abroad".to_string()).await.unwrap();
+    /// # }
+    /// ```
+    pub async fn signal<T: Serialize>(
+        &self,
+        id: impl Into<WorkflowId>,
+        channel: ChannelRef<T>,
+        value: T,
+    ) -> Result<(), ClientError> {
+        let signal_id = uuid::Uuid::now_v7().to_string();
+        self.signal_with_id(id, channel, value, signal_id).await
+    }
+
+    /// [`Self::signal`] under the caller's id for this signal: sent again with the same id
+    /// (a retry after an error), it changes nothing.
+    pub async fn signal_with_id<T: Serialize>(
+        &self,
+        id: impl Into<WorkflowId>,
+        channel: ChannelRef<T>,
+        value: T,
+        signal_id: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        let id = id.into();
+        let value = self.limits.encode(&value).map_err(|e| match e {
+            EncodeError::Limit(limit) => ClientError::Limit(limit),
+            EncodeError::Codec(codec) => ClientError::BadCall(codec.to_string()),
+        })?;
+        let stored = self
+            .store
+            .load(&id, false)
+            .await?
+            .ok_or_else(|| ClientError::NotFound(id.clone()))?;
+        if let WorkflowState::Completed(_) | WorkflowState::Failed(_) = &stored.state {
+            return Err(ClientError::Ended {
+                id,
+                state: stored.state.to_string(),
+            });
+        }
+        if stored.header.workflow != channel.workflow() {
+            return Err(ClientError::WrongWorkflow {
+                id,
+                channel: channel.channel().to_string(),
+                expected: channel.workflow().to_string(),
+                actual: stored.header.workflow,
+            });
+        }
+        let message = protocol::signal(
+            channel.workflow(),
+            &id,
+            channel.channel(),
+            value,
+            &signal_id.into(),
+            self.clock.now(),
+        );
+        self.store.publish(vec![message]).await?;
+        Ok(())
     }
 }
 

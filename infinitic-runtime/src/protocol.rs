@@ -74,8 +74,45 @@ pub(crate) fn command(
                 at,
             )
         }
-        Command::Inline { .. } => return None,
+        Command::SendSignal {
+            workflow: target,
+            instance,
+            channel,
+            value,
+        } => {
+            // Named after the command: a send replayed or relayed again is the same signal.
+            let id = command_id.to_string();
+            signal(
+                target,
+                &WorkflowId::new(instance.as_str()),
+                channel,
+                value.clone(),
+                &id,
+                at,
+            )
+        }
+        // Complete as recorded: nothing to send.
+        Command::Inline { .. } | Command::Receive { .. } => return None,
     })
+}
+
+/// A signal for channel `channel` of instance `instance` (a workflow named `workflow`), named
+/// `id` by its sender.
+pub(crate) fn signal(
+    workflow: &str,
+    instance: &WorkflowId,
+    channel: &str,
+    value: Payload,
+    id: &str,
+    at: Timestamp,
+) -> Outgoing {
+    let message = Message::signal(instance.clone(), channel, value, id);
+    Outgoing::new(
+        topics::workflow(workflow),
+        instance.to_string(),
+        message.encode(),
+        at,
+    )
 }
 
 /// Attempt `attempt` of the task `task`, a service call of the workflow named `workflow`.

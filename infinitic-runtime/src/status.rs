@@ -3,7 +3,9 @@
 //! read.
 
 use crate::store::{StateStore, StoreError, WorkflowState};
-use infinitic_core::{outstanding, Command, CommandId, Timestamp, WorkflowId};
+use infinitic_core::workflow::Filter;
+use infinitic_core::{buffered_signals, outstanding, Command, CommandId, Timestamp, WorkflowId};
+use std::collections::BTreeMap;
 
 /// An instance's state and what it waits on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +15,8 @@ pub struct Description {
     /// Commands it issued that have not completed, oldest first: what it waits on (or a branch
     /// a `select` left behind, until that branch's outcome arrives).
     pub waiting_on: Vec<WaitingOn>,
+    /// Signals received and not taken yet, by channel (channels with none are left out).
+    pub buffered: BTreeMap<String, usize>,
 }
 
 /// One command an instance waits on.
@@ -41,6 +45,13 @@ pub enum Waiting {
         /// When it fires.
         fire_at: Timestamp,
     },
+    /// A signal on a channel (that passes the filter, if any).
+    Signal {
+        /// The channel.
+        channel: String,
+        /// Which signals it takes.
+        filter: Option<Filter>,
+    },
     /// A child workflow.
     Child {
         /// The child's instance id.
@@ -58,6 +69,10 @@ impl std::fmt::Display for Waiting {
         match self {
             Waiting::Call { service, method } => write!(f, "a call to {service}::{method}"),
             Waiting::Timer { fire_at } => write!(f, "a timer due at {} ms", fire_at.as_millis()),
+            Waiting::Signal { channel, filter } => match filter {
+                Some(filter) => write!(f, "a signal on `{channel}` where {filter}"),
+                None => write!(f, "a signal on `{channel}`"),
+            },
             Waiting::Child {
                 id,
                 workflow,
@@ -85,6 +100,9 @@ impl std::fmt::Display for Description {
                 waiting.since.as_millis()
             )?;
         }
+        for (channel, count) in &self.buffered {
+            write!(f, "; {count} signal(s) buffered on `{channel}`")?;
+        }
         Ok(())
     }
 }
@@ -110,7 +128,10 @@ pub(crate) async fn describe<S: StateStore>(
             },
             Command::StartTimer { fire_at } => Waiting::Timer { fire_at },
             // Complete as recorded: `outstanding` never lists one.
-            Command::Inline { .. } => continue,
+            Command::Inline { .. } | Command::SendSignal { .. } => continue,
+            Command::Receive {
+                channel, filter, ..
+            } => Waiting::Signal { channel, filter },
             Command::StartChild { workflow, .. } => {
                 let child = WorkflowId::new(command.to_string());
                 let state = store.load(&child, false).await?.map(|c| c.state);
@@ -128,6 +149,7 @@ pub(crate) async fn describe<S: StateStore>(
         });
     }
     Ok(Some(Description {
+        buffered: buffered_signals(&stored.history),
         state: stored.state,
         waiting_on,
     }))

@@ -19,9 +19,9 @@ use crate::worker::service::{self, TaskEnd};
 use crate::worker::workflow::Stepper;
 use crate::worker::WorkerConfig;
 use infinitic_core::{
-    encode, replay_with_limits, DispatchError, Generation, History, Limits, MethodRun, ParkReason,
-    RetryPolicy, Service, Start, Status, StepOutcome, Timestamp, Workflow, WorkflowCall,
-    WorkflowDefinition, WorkflowFactory, WorkflowId, WorkflowInstance,
+    encode, replay_with_limits, ChannelRef, DispatchError, Generation, History, Limits, MethodRun,
+    ParkReason, Payload, RetryPolicy, Service, Start, Status, StepOutcome, Timestamp, Workflow,
+    WorkflowCall, WorkflowDefinition, WorkflowFactory, WorkflowId, WorkflowInstance,
 };
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -40,6 +40,16 @@ pub struct WorkflowTester {
     shuffle: Option<u64>,
     limits: Limits,
     retry: RetryPolicy,
+    signals: Vec<PlannedSignal>,
+}
+
+/// A signal the tester sends to the tested instance at a virtual time.
+#[derive(Debug, Clone)]
+struct PlannedSignal {
+    after: Duration,
+    workflow: &'static str,
+    channel: &'static str,
+    value: Result<Payload, String>,
 }
 
 impl std::fmt::Debug for WorkflowTester {
@@ -132,6 +142,7 @@ impl WorkflowTester {
             shuffle: None,
             limits: Limits::default(),
             retry: RetryPolicy::default(),
+            signals: Vec::new(),
         }
     }
 
@@ -176,6 +187,33 @@ impl WorkflowTester {
     /// ```
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Sends `value` to channel `channel` of the tested instance `after` its start (virtual
+    /// time), as a client's `signal` would.
+    ///
+    /// ```no_run
+    /// # use infinitic_core::ChannelRef;
+    /// # use infinitic_runtime::tester::WorkflowTester;
+    /// # fn demo(unsubscribe: ChannelRef<String>) {
+    /// let day = std::time::Duration::from_secs(86_400);
+    /// let tester = WorkflowTester::new().signal(45 * day, unsubscribe, "moving".to_string());
+    /// # }
+    /// ```
+    pub fn signal<T: serde::Serialize>(
+        mut self,
+        after: Duration,
+        channel: ChannelRef<T>,
+        value: T,
+    ) -> Self {
+        let value = self.limits.encode(&value).map_err(|e| e.to_string());
+        self.signals.push(PlannedSignal {
+            after,
+            workflow: channel.workflow(),
+            channel: channel.channel(),
+            value,
+        });
         self
     }
 
@@ -273,6 +311,21 @@ impl WorkflowTester {
                 ClientError::BadCall(reason) => TesterError::BadCall(reason),
                 other => TesterError::BadCall(other.to_string()),
             })?;
+        let mut planned = Vec::new();
+        for (n, signal) in self.signals.iter().enumerate() {
+            let value = signal.value.clone().map_err(TesterError::BadCall)?;
+            let at = self.start + signal.after;
+            let id_of_signal = format!("tester-{n}");
+            planned.push(crate::protocol::signal(
+                signal.workflow,
+                &id,
+                signal.channel,
+                value,
+                &id_of_signal,
+                at,
+            ));
+        }
+        memory(store.publish(planned).await);
         let mut run = Run {
             workflows: Stepper::new(self.workflows.clone(), &config),
             workflow_topics: self.workflows.keys().map(|w| topics::workflow(w)).collect(),

@@ -17,7 +17,8 @@ use crate::worker::{backoff, WorkerConfig, WorkflowInput};
 use infinitic_core::message::{decode_message_within, Message, ParentStep};
 use infinitic_core::{
     Applied, CommandId, CommandRecord, Completion, Generation, HistoryEvent, Limits, MethodRun,
-    Start, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId, WorkflowInstance,
+    Signal, Signaled, Start, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId,
+    WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -188,6 +189,19 @@ impl Instances {
                         };
                         (Some(id), completed)
                     }
+                    Ok((
+                        consumed,
+                        Message::SignalSent {
+                            workflow_id,
+                            channel,
+                            value,
+                            id,
+                        },
+                    )) => {
+                        let signal = IncomingSignal { id, channel, value };
+                        let applied = self.signal(store, consumed, &workflow_id, signal).await;
+                        (Some(workflow_id), applied)
+                    }
                     Ok(other) => (
                         None,
                         Err(NotApplied::Never(format!(
@@ -311,6 +325,116 @@ impl Instances {
         );
         self.cache.keep(id, live, &progress.status);
         Ok(Effect::transition(self.run_tasks_here(transition)))
+    }
+
+    /// Delivers a signal to instance `id`: taken by a waiting receive or buffered, in the
+    /// transition that consumes its message. A signal for an instance that does not exist or
+    /// has ended, for a channel the workflow lacks, or for a full channel is refused for good
+    /// (dead-lettered with the reason); one for a parked instance is stored with it.
+    async fn signal<S: StateStore>(
+        &mut self,
+        store: &S,
+        consumed: Consumed,
+        id: &WorkflowId,
+        signal: IncomingSignal,
+    ) -> Result<Effect, NotApplied> {
+        let IncomingSignal {
+            id: signal_id,
+            channel,
+            value,
+        } = signal;
+        let at = self.clock.now();
+        let (mut live, recovered) = match self.cache.take(id) {
+            Some(live) => (live, Vec::new()),
+            None => {
+                let stored = store
+                    .load(id, true)
+                    .await
+                    .map_err(|e| NotApplied::store(id, e))?
+                    .ok_or_else(|| {
+                        NotApplied::Never(format!(
+                            "signal on `{channel}` for unknown workflow instance {id}"
+                        ))
+                    })?;
+                match &stored.state {
+                    WorkflowState::Running | WorkflowState::Parked(_) => {}
+                    // Its start is still on its way (it comes first on an ordered transport).
+                    WorkflowState::Pending => {
+                        return Err(NotApplied::Later {
+                            reason: format!("signal for {id}, which has not started yet"),
+                            park: None,
+                        })
+                    }
+                    ended => {
+                        return Err(NotApplied::Never(format!(
+                            "signal on `{channel}` for workflow instance {id}, which has ended: \
+                             {ended}"
+                        )))
+                    }
+                }
+                match self.rebuild(stored)? {
+                    Rebuilt::Live(live, new_commands) => (*live, new_commands),
+                    Rebuilt::Done(effect) => return Ok(effect),
+                    Rebuilt::Parked(parked) => {
+                        let signal = Signal {
+                            id: signal_id,
+                            channel,
+                            value,
+                            at,
+                            to: None,
+                        };
+                        return Ok(keep_signal_for_parked(parked, consumed, id, signal));
+                    }
+                }
+            }
+        };
+        let capacity = self
+            .definitions
+            .get(&live.workflow)
+            .and_then(|definition| definition.channel_capacity(&channel));
+        let Some(capacity) = capacity else {
+            let reason = format!("workflow {} has no channel `{channel}`", live.workflow);
+            self.cache.put_back(id.clone(), live);
+            return Err(NotApplied::Never(reason));
+        };
+        let channel_name = channel.clone();
+        match live
+            .instance
+            .signal(signal_id, channel, value, at, capacity)
+        {
+            Signaled::Received { signal, progress } => {
+                let mut append = scheduled(&recovered);
+                append.push(HistoryEvent::Signaled(signal));
+                append.extend(scheduled(&progress.commands));
+                let mut commands = recovered;
+                commands.extend(progress.commands);
+                let transition = live.transition(
+                    id,
+                    None,
+                    append,
+                    &commands,
+                    &progress.status,
+                    (consumed, at),
+                );
+                tracing::debug!(channel = channel_name, "signal received");
+                self.cache.keep(id.clone(), live, &progress.status);
+                Ok(Effect::transition(self.run_tasks_here(transition)))
+            }
+            Signaled::Duplicate => {
+                self.cache.put_back(id.clone(), live);
+                Ok(Effect::Ack)
+            }
+            Signaled::Full { capacity } => {
+                self.cache.put_back(id.clone(), live);
+                Err(NotApplied::Never(format!(
+                    "channel `{channel_name}` of {id} is full ({capacity} signals buffered): \
+                     signal dropped"
+                )))
+            }
+            Signaled::RunEnded => Err(NotApplied::Never(format!(
+                "signal for workflow instance {id}, which has ended"
+            ))),
+        }
     }
 
     /// Tasks for services of this process are handed over in memory after the commit.
@@ -473,6 +597,40 @@ fn keep_for_parked(
         None,
         WorkflowState::Parked(parked.reason),
         vec![HistoryEvent::Completed(completion)],
+        Vec::new(),
+        consumed,
+    ))
+}
+
+/// A signal as its message carries it.
+struct IncomingSignal {
+    id: String,
+    channel: String,
+    value: infinitic_core::Payload,
+}
+
+/// A signal for a parked instance: stored with it (appended to its history, buffered; it
+/// stays parked) by the transition that consumes the message. A signal its history already
+/// holds changes nothing.
+fn keep_signal_for_parked(
+    parked: Parked,
+    consumed: Consumed,
+    id: &WorkflowId,
+    signal: Signal,
+) -> Effect {
+    let known = parked
+        .history
+        .iter()
+        .any(|event| matches!(event, HistoryEvent::Signaled(s) if s.id == signal.id));
+    if known {
+        return Effect::Ack;
+    }
+    Effect::transition(protocol::step(
+        id,
+        parked.version,
+        None,
+        WorkflowState::Parked(parked.reason),
+        vec![HistoryEvent::Signaled(signal)],
         Vec::new(),
         consumed,
     ))
