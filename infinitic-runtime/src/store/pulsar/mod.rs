@@ -163,10 +163,15 @@ impl PulsarTransport {
     /// Connects to the broker, within [`PulsarOptions::startup_timeout`]: an unreachable
     /// broker, a refused token or a TLS failure is a [`StoreError::Broker`] naming the cause.
     pub async fn connect(options: PulsarOptions) -> Result<Self, StoreError> {
+        // Two clients, so two TCP connections: one publishes, one consumes. On a shared
+        // connection an acknowledgement (a write the broker does not answer) followed by a
+        // publish waits for the acknowledgement's TCP ACK (Nagle's algorithm; the client does
+        // not set TCP_NODELAY), about 40 ms of delayed ACK per message.
         let client = connect::connect(&options).await?;
+        let publisher = connect::connect(&options).await?;
         let (activity, _) = watch::channel(0);
         let inner = Arc::new(Inner {
-            producers: Producers::new(client.clone(), options.max_pending_sends),
+            producers: Producers::new(publisher, options.max_pending_sends),
             client,
             options,
             consumers: Mutex::new(HashMap::new()),
