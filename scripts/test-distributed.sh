@@ -2,7 +2,8 @@
 # The distributed features' tests: installs PostgreSQL if missing, starts a throwaway server
 # (fsync off, TLS on with a generated CA; it accepts plain connections too), runs clippy and
 # the tests with `--features postgres` under CI=true (a test whose server is missing fails),
-# and stops the server on exit. Run by .ci/run after the embedded steps.
+# and stops the server on exit; then the Pulsar transport's tests (scripts/test-pulsar.sh).
+# Run by .ci/run after the embedded steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +24,6 @@ echo "== test (--features postgres)"
 export CI=true
 cargo test -p infinitic-runtime --features postgres
 cargo test -p infinitic --features postgres --test postgres --test store
+
+echo "== pulsar (scripts/test-pulsar.sh)"
+bash scripts/test-pulsar.sh

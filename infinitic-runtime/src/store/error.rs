@@ -68,6 +68,22 @@ pub enum StoreError {
     /// The store was shut down.
     #[error("the store is closed")]
     Closed,
+    /// The message broker cannot be used as configured: unreachable at startup, credentials
+    /// refused, TLS misconfigured, a topic name it rejects. Trying again will not help until
+    /// the configuration or the broker is fixed.
+    #[error("message broker: {0}")]
+    Broker(String),
+    /// A message is larger than the transport accepts; nothing of the publish was sent. It
+    /// will never fit: do not retry it.
+    #[error("a message for {topic} is {size} bytes, above the transport's limit of {limit} bytes: nothing was published")]
+    TooLarge {
+        /// Its topic.
+        topic: String,
+        /// Its size as the transport counts it (payload and key).
+        size: usize,
+        /// The transport's limit ([`super::Transport::max_message_bytes`]).
+        limit: usize,
+    },
 }
 
 impl StoreError {
@@ -94,6 +110,8 @@ impl StoreError {
             StoreError::Undecodable { .. } => "undecodable",
             StoreError::Database(_) => "database",
             StoreError::Closed => "closed",
+            StoreError::Broker(_) => "broker",
+            StoreError::TooLarge { .. } => "too large",
         }
     }
 }

@@ -15,6 +15,8 @@ pub mod memory_state;
 mod memory_workflows;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "pulsar")]
+pub mod pulsar;
 pub mod sqlite;
 
 pub use error::StoreError;
@@ -306,6 +308,16 @@ pub trait Transport: Send + Sync + 'static {
     /// The in-memory hand-off this transport offers, if any (see [`LocalHandoff`]). A
     /// transport that is not also the state store has none.
     fn local_handoff(&self) -> Option<&dyn LocalHandoff> {
+        None
+    }
+
+    /// The largest message (payload plus key, in bytes) this transport accepts, if it has a
+    /// limit (a broker's maximum message size). [`Transport::publish`] refuses a larger one with
+    /// [`StoreError::TooLarge`] before sending anything. A worker that relays a state store's
+    /// outbox should check its messages against this before the commit that records them (an
+    /// outbox entry that can never be published would block its relay); with the default
+    /// [`infinitic_core::Limits`] (4 MiB payloads) envelopes stay below Pulsar's 5 MB.
+    fn max_message_bytes(&self) -> Option<usize> {
         None
     }
 }
