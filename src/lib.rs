@@ -57,12 +57,13 @@
 
 pub use infinitic_core::RetryPolicy;
 pub use infinitic_core::{
-    decode, encode, message, replay, replay_with_limits, task, workflow, Applied, CodecError,
-    Command, CommandId, CommandRecord, CommandSignature, Completion, DispatchError, EncodeError,
-    Generation, History, HistoryEvent, IgnoredReason, LimitError, Limits, MethodRun, Mismatch,
-    NoError, ParkReason, Payload, Position, Progress, RejectedEvent, Replay, Service, ServiceCall,
-    Start, Status, StepError, StepOutcome, TaskError, Timestamp, Workflow, WorkflowCall,
-    WorkflowDefinition, WorkflowFactory, WorkflowId, WorkflowInstance,
+    buffered_signals, decode, encode, message, replay, replay_with_limits, task, workflow, Applied,
+    ChannelRef, CodecError, Command, CommandId, CommandRecord, CommandSignature, Completion,
+    DispatchError, EncodeError, Generation, History, HistoryEvent, IgnoredReason, LimitError,
+    Limits, MethodRun, Mismatch, NoError, ParkReason, Payload, Position, Progress, RejectedEvent,
+    Replay, Service, ServiceCall, Signal, Signaled, Start, Status, StepError, StepOutcome,
+    TaskError, Timestamp, Workflow, WorkflowCall, WorkflowDefinition, WorkflowFactory, WorkflowId,
+    WorkflowInstance,
 };
 pub use infinitic_runtime::client::{Client, ClientError, WorkflowHandle};
 pub use infinitic_runtime::clock::{self, Clock, WallClock};

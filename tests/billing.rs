@@ -298,3 +298,31 @@ fn completions_for_unknown_commands_are_rejected() {
     let rejected = instance.apply(bogus).unwrap_err();
     assert!(rejected.to_string().contains("no command at position 99"));
 }
+
+#[tokio::test]
+async fn an_unsubscribe_signal_ends_billing_at_the_next_month_boundary() {
+    let mailer = RecordingMailer::default();
+    let day = Duration::from_secs(86_400);
+    let run = tester(12, mailer.clone())
+        // Sent on February 15th: January was billed on February 1st, March 1st ends it.
+        .signal(
+            45 * day,
+            BillingWorkflowStub.unsubscribe(),
+            Unsubscribe {
+                reason: "moving abroad".into(),
+            },
+        )
+        .run(
+            workflow::Billing::default,
+            BillingWorkflowStub.run(subscription()),
+        )
+        .await
+        .unwrap();
+    let summary = run.output.unwrap();
+    assert_eq!(summary.unsubscribed.as_deref(), Some("moving abroad"));
+    assert_eq!(summary.months_billed, 1);
+    assert_eq!(mailer.0.lock().unwrap().len(), 1, "one invoice emailed");
+    assert_eq!(run.elapsed, 59 * day, "ended on March 1st");
+    // The signal was buffered on arrival (the workflow was sleeping) and taken on March 1st.
+    assert!(run.history.signals().all(|s| s.to.is_none()));
+}

@@ -114,10 +114,31 @@ impl Manager for ManagerImpl {
     }
 }
 
+/// Parks on an unlucky number.
+#[workflow]
+pub trait Touchy {
+    async fn run(&self) -> u64;
+    #[channel]
+    fn pokes(&self) -> Channel<u64>;
+}
+
+#[derive(Default)]
+pub struct TouchyImpl;
+
+#[workflow]
+impl Touchy for TouchyImpl {
+    async fn run(&self) -> u64 {
+        let n = self.pokes().receive().await;
+        assert_ne!(n, 13, "unlucky");
+        n
+    }
+}
+
 fn register(worker: Worker<MemoryStore>) -> Worker<MemoryStore> {
     worker
         .workflow(ApprovalImpl::default)
         .workflow(ManagerImpl::default)
+        .workflow(TouchyImpl::default)
 }
 
 type Outcome = (Decision, Vec<Decision>, Option<String>, bool);
@@ -491,4 +512,46 @@ async fn a_workflow_to_workflow_signal_is_recorded_as_a_settled_command() {
     ));
     // The sends went out, to an instance that does not exist in the tester: dead letters.
     assert_eq!(tested.dead_letters.len(), 2, "{:?}", tested.dead_letters);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_for_a_parked_instance_is_stored_with_it() {
+    let runtime = Runtime::start(register, RetryPolicy::default());
+    let client = &runtime.client;
+    client
+        .dispatch_with_id("touchy", TouchyStub.run())
+        .await
+        .unwrap();
+    client
+        .signal("touchy", TouchyStub.pokes(), 13)
+        .await
+        .unwrap();
+    let id = WorkflowId::new("touchy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        client.status(&id).await.unwrap(),
+        Some(infinitic::WorkflowState::Parked(_))
+    ) {
+        assert!(Instant::now() < deadline, "should park");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Parked, not ended: a signal is still accepted, and kept with the instance.
+    client
+        .signal("touchy", TouchyStub.pokes(), 7)
+        .await
+        .unwrap();
+    let description = loop {
+        let description = client.describe(&id).await.unwrap().unwrap();
+        if description.buffered.get("pokes") == Some(&1) {
+            break description;
+        }
+        assert!(Instant::now() < deadline, "{description}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(description.to_string().contains("unlucky"), "{description}");
+    let history = runtime.history("touchy").await;
+    let signals: Vec<Option<u32>> = history.signals().map(|s| s.to).collect();
+    assert_eq!(signals, vec![Some(0), None]);
+    assert!(runtime.store.dead_letters(10).await.unwrap().is_empty());
+    runtime.stop().await;
 }

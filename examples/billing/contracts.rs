@@ -143,6 +143,17 @@ pub struct BillingSummary {
     pub invoices: Vec<String>,
     /// Months whose payment was declined (not invoiced).
     pub declined: Vec<Month>,
+    /// Why the user unsubscribed, if they did (the `unsubscribe` signal).
+    #[serde(default)]
+    pub unsubscribed: Option<String>,
+}
+
+/// A user's request to stop their subscription: sent as a signal, it ends the billing at
+/// the next month boundary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribe {
+    /// What the user said.
+    pub reason: String,
 }
 
 /// A step failed for a reason the workflow does not handle itself.
@@ -160,4 +171,8 @@ impl<E: std::fmt::Debug> From<StepError<E>> for BillingError {
 pub trait BillingWorkflow {
     /// Runs until the user unsubscribes; returns what was billed.
     async fn run(&self, subscription: Subscription) -> Result<BillingSummary, BillingError>;
+
+    /// The user unsubscribes: billing ends at the next month boundary.
+    #[channel]
+    fn unsubscribe(&self) -> Channel<Unsubscribe>;
 }

@@ -188,13 +188,36 @@ async fn run_clients(store: SqliteStore, o: &Options) {
             Err(e) => eprintln!("[user {user}] cannot start: {e}"),
         }
     }
+    // User 1 leaves half-way through the second month: a signal, applied at the next month
+    // boundary. (Run again on the same database, the signal goes to an ended workflow.)
+    if o.months > 1 {
+        tokio::time::sleep(o.month + o.month / 2).await;
+        let unsubscribe = Unsubscribe {
+            reason: "moving abroad".into(),
+        };
+        match client
+            .signal(
+                "billing-user-1",
+                BillingWorkflowStub.unsubscribe(),
+                unsubscribe,
+            )
+            .await
+        {
+            Ok(()) => println!("[user 1] sent unsubscribe"),
+            Err(e) => println!("[user 1] unsubscribe not sent: {e}"),
+        }
+    }
     for (user, handle) in handles {
         match handle.result().await {
             Ok(Ok(summary)) => println!(
-                "[user {user}] workflow completed: {} month(s) billed, {} total, {} declined ({:.1?} since this client started)",
+                "[user {user}] workflow completed: {} month(s) billed, {} total, {} declined{} ({:.1?} since this client started)",
                 summary.months_billed,
                 dollars(summary.total),
                 summary.declined.len(),
+                summary
+                    .unsubscribed
+                    .map(|reason| format!(", unsubscribed: {reason}"))
+                    .unwrap_or_default(),
                 started.elapsed()
             ),
             Ok(Err(error)) => println!("[user {user}] workflow ended with an error: {}", error.0),

@@ -1,5 +1,6 @@
-//! The billing workflow: each month, while the user is subscribed, wait for the next month,
-//! get the consumption, request payment, create the invoice and email it.
+//! The billing workflow: each month, while the user is subscribed (and has not sent the
+//! `unsubscribe` signal), wait for the next month, get the consumption, request payment,
+//! create the invoice and email it.
 
 use super::contracts::*;
 use infinitic::prelude::*;
@@ -26,6 +27,11 @@ impl BillingWorkflow for Billing {
             let (billed_month, next) =
                 next_period(subscription.period, first_month, index, workflow::now());
             workflow::sleep_until(next).await;
+            // An `unsubscribe` signal (buffered since it arrived) ends it here.
+            if self.unsubscribe().is_buffered() {
+                summary.unsubscribed = Some(self.unsubscribe().receive().await.reason);
+                return Ok(summary);
+            }
             if !self.subscriptions.is_subscribed(user, billed_month).await? {
                 return Ok(summary);
             }
