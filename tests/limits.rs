@@ -500,3 +500,101 @@ async fn the_tester_applies_the_same_limits() {
         run.output
     );
 }
+
+/// Messages a transport could never carry (a broker's size limit, below the payload limits):
+/// refused before the commit that would record them. The step's events are kept, nothing of
+/// it is sent, and the instance is parked with the reason; the outbox never holds a message
+/// that cannot be published.
+mod transport_size {
+    use super::*;
+    use infinitic::store::memory::MemoryStore;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    #[service]
+    pub trait Archive {
+        async fn store(&self, blob: Vec<u8>) -> usize;
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Counting(Arc<AtomicUsize>);
+
+    impl Archive for Counting {
+        async fn store(&self, blob: Vec<u8>) -> usize {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            blob.len()
+        }
+    }
+
+    #[workflow]
+    pub trait Archiver {
+        async fn run(&self, small: usize, big: usize) -> usize;
+    }
+
+    #[derive(Default)]
+    pub struct ArchiverImpl {
+        archive: ArchiveStub,
+    }
+
+    #[workflow]
+    impl Archiver for ArchiverImpl {
+        async fn run(&self, small: usize, big: usize) -> usize {
+            let first = self.archive.store(vec![7; small]).await.unwrap_or(0);
+            let second = self.archive.store(vec![7; big]).await.unwrap_or(0);
+            first + second
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_whose_message_the_transport_cannot_carry_parks_before_its_commit() {
+        let store = MemoryStore::with_max_message_bytes(2_000);
+        let calls = Counting::default();
+        let worker = Worker::new(store.clone())
+            .workflow(ArchiverImpl::default)
+            .service(ArchiveDispatcher::new(calls.clone()))
+            .config(WorkerConfig {
+                poll_interval: Duration::from_millis(5),
+                ..WorkerConfig::default()
+            })
+            .start();
+        let client = Client::new(store.clone());
+        let id = WorkflowId::new("archiver");
+        client
+            .dispatch_with_id(id.clone(), ArchiverStub.run(100, 5_000))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reason = loop {
+            if let Some(WorkflowState::Parked(reason)) = client.status(&id).await.unwrap() {
+                break reason;
+            }
+            assert!(Instant::now() < deadline, "should park");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(
+            reason.contains("over the transport's limit of 2000 bytes"),
+            "{reason}"
+        );
+        assert!(reason.contains("service:Archive"), "{reason}");
+        // The small call ran; the big one was never sent, and the first call's outcome is
+        // recorded (nothing received was lost).
+        assert_eq!(calls.0.load(Ordering::SeqCst), 1);
+        let stored = store.load(&id, true).await.unwrap().unwrap();
+        assert_eq!(
+            stored
+                .history
+                .iter()
+                .filter(|e| matches!(e, infinitic::HistoryEvent::Completed(_)))
+                .count(),
+            1
+        );
+        // Publishing such a message directly is refused too, with the sizes.
+        let refused = store
+            .publish(vec![raw("service:Archive", "k", vec![0; 3_000])])
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("2000"), "{refused}");
+        worker.shutdown().await;
+    }
+}

@@ -47,6 +47,8 @@ struct Shared {
     /// Counts commits that published messages for any consumer (see [`Activity`]).
     commits: watch::Sender<u64>,
     finished: broadcast::Sender<WorkflowId>,
+    /// The largest message it carries, as a broker would refuse bigger ones.
+    max_message_bytes: Option<usize>,
 }
 
 /// Everything stored.
@@ -85,6 +87,24 @@ impl MemoryStore {
 
     /// An empty store on `clock` (which decides when delayed messages become visible).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::built(clock, None)
+    }
+
+    /// An empty store on the wall clock that carries messages (payload and key) of at most
+    /// `bytes`, as a broker does: it refuses to publish a bigger one
+    /// ([`StoreError::TooLarge`]) and says so in [`Transport::max_message_bytes`], which
+    /// workers check before the commit that would record one.
+    ///
+    /// ```
+    /// use infinitic_runtime::store::memory::MemoryStore;
+    /// use infinitic_runtime::store::Transport;
+    /// assert_eq!(MemoryStore::with_max_message_bytes(1024).max_message_bytes(), Some(1024));
+    /// ```
+    pub fn with_max_message_bytes(bytes: usize) -> Self {
+        Self::built(Arc::new(WallClock), Some(bytes))
+    }
+
+    fn built(clock: Arc<dyn Clock>, max_message_bytes: Option<usize>) -> Self {
         let (commits, _) = watch::channel(0);
         let (finished, _) = broadcast::channel(4096);
         Self {
@@ -93,7 +113,26 @@ impl MemoryStore {
                 clock,
                 commits,
                 finished,
+                max_message_bytes,
             }),
+        }
+    }
+
+    /// Refuses, before storing anything, a message bigger than this store carries.
+    fn check_sizes(&self, messages: &[Outgoing]) -> Result<(), StoreError> {
+        let Some(limit) = self.shared.max_message_bytes else {
+            return Ok(());
+        };
+        match messages
+            .iter()
+            .find(|m| m.payload.len() + m.key.len() > limit)
+        {
+            Some(m) => Err(StoreError::TooLarge {
+                topic: m.topic.clone(),
+                size: m.payload.len() + m.key.len(),
+                limit,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -213,6 +252,7 @@ impl Contents {
 
 impl Transport for MemoryStore {
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), StoreError> {
+        self.check_sizes(&messages)?;
         let now = self.now();
         let published = self.contents().insert(&messages, now);
         self.announce(published, Vec::new());
@@ -309,6 +349,10 @@ impl Transport for MemoryStore {
 
     fn local_handoff(&self) -> Option<&dyn LocalHandoff> {
         Some(self)
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        self.shared.max_message_bytes
     }
 }
 

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 mod instances;
 mod not_applied;
+mod oversized;
 mod rebuild;
 
 use instances::Instances;
@@ -122,6 +123,11 @@ pub(super) async fn run<T: Transport, S: StateStore>(
             }
         }
         let mut batch = Batch::of(&mut instances, &*store, batch_inputs.drain(..)).await;
+        if let Some(limit) = transport.max_message_bytes() {
+            for id in oversized::park_oversized(&mut batch, limit) {
+                instances.cache.evict(&id);
+            }
+        }
         let handoffs = match transport.local_handoff().filter(|_| handoff) {
             Some(handoff) => assign_local_ids(handoff, &mut ids, &mut batch.transitions).await,
             None => Vec::new(),
@@ -249,7 +255,12 @@ impl Stepper {
         deliveries: Vec<Delivery>,
     ) -> Result<(), StoreError> {
         let inputs = deliveries.into_iter().map(WorkflowInput::Event);
-        let batch = Batch::of(&mut self.instances, store, inputs).await;
+        let mut batch = Batch::of(&mut self.instances, store, inputs).await;
+        if let Some(limit) = store.max_message_bytes() {
+            for id in oversized::park_oversized(&mut batch, limit) {
+                self.instances.cache.evict(&id);
+            }
+        }
         let keys: Vec<WorkflowId> = batch
             .transitions
             .iter()
