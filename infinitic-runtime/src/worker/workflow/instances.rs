@@ -568,9 +568,8 @@ fn other_generation(command: &CommandId, generation: Generation) -> Effect {
     Effect::Ack
 }
 
-/// An outcome for a parked instance: stored with it (appended to its history; it stays
-/// parked) by the transition that consumes the message, so it is applied when the instance
-/// is retried after a fix. An outcome its history already holds changes nothing.
+/// An outcome for a parked instance: stored with it (see [`Parked::keep`]), so it is applied
+/// when the instance is retried after a fix.
 fn keep_for_parked(
     parked: Parked,
     consumed: Consumed,
@@ -578,28 +577,17 @@ fn keep_for_parked(
     outcome: StepOutcome,
     at: Timestamp,
 ) -> Effect {
-    let known = parked.history.iter().any(|event| {
+    let same = |event: &HistoryEvent| {
         matches!(event, HistoryEvent::Completed(c)
             if c.run == command.run && c.position == command.position)
-    });
-    if known {
-        return Effect::Ack;
-    }
-    let completion = Completion {
+    };
+    let completion = HistoryEvent::Completed(Completion {
         run: command.run,
         position: command.position,
         at,
         outcome,
-    };
-    Effect::transition(protocol::step(
-        &command.workflow,
-        parked.version,
-        None,
-        WorkflowState::Parked(parked.reason),
-        vec![HistoryEvent::Completed(completion)],
-        Vec::new(),
-        consumed,
-    ))
+    });
+    parked.keep(&command.workflow, completion, same, consumed)
 }
 
 /// A signal as its message carries it.
@@ -609,31 +597,43 @@ struct IncomingSignal {
     value: infinitic_core::Payload,
 }
 
-/// A signal for a parked instance: stored with it (appended to its history, buffered; it
-/// stays parked) by the transition that consumes the message. A signal its history already
-/// holds changes nothing.
+/// A signal for a parked instance: stored with it (buffered; see [`Parked::keep`]).
 fn keep_signal_for_parked(
     parked: Parked,
     consumed: Consumed,
     id: &WorkflowId,
     signal: Signal,
 ) -> Effect {
-    let known = parked
-        .history
-        .iter()
-        .any(|event| matches!(event, HistoryEvent::Signaled(s) if s.id == signal.id));
-    if known {
-        return Effect::Ack;
+    let signal_id = signal.id.clone();
+    let same =
+        |event: &HistoryEvent| matches!(event, HistoryEvent::Signaled(s) if s.id == signal_id);
+    parked.keep(id, HistoryEvent::Signaled(signal), same, consumed)
+}
+
+impl Parked {
+    /// Stores `event` with the parked instance `id` (appended to its history; it stays parked)
+    /// by the transition that consumes its message; an event its history already holds
+    /// (`same` finds it) changes nothing.
+    fn keep(
+        self,
+        id: &WorkflowId,
+        event: HistoryEvent,
+        same: impl Fn(&HistoryEvent) -> bool,
+        consumed: Consumed,
+    ) -> Effect {
+        if self.history.iter().any(same) {
+            return Effect::Ack;
+        }
+        Effect::transition(protocol::step(
+            id,
+            self.version,
+            None,
+            WorkflowState::Parked(self.reason),
+            vec![event],
+            Vec::new(),
+            consumed,
+        ))
     }
-    Effect::transition(protocol::step(
-        id,
-        parked.version,
-        None,
-        WorkflowState::Parked(parked.reason),
-        vec![HistoryEvent::Signaled(signal)],
-        Vec::new(),
-        consumed,
-    ))
 }
 
 /// The instance a completion is for, or what to do with the completion instead.
