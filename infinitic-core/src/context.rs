@@ -34,6 +34,14 @@ pub(crate) struct EngineState {
     pub(crate) produced: Vec<CommandRecord>,
     /// Limits on the payloads the run encodes and decodes ([`Limits::current`] while polled).
     pub(crate) limits: Limits,
+    /// Inline values and signals, allocated only by a run that uses them: most runs do not,
+    /// and every cached idle instance would pay for the empty collections.
+    pub(crate) extra: Option<Box<Extra>>,
+}
+
+/// The state of inline steps and signals.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
     /// Values of inline steps recorded in the history being replayed, by position, handed to
     /// `workflow::inline` instead of running its closure again.
     pub(crate) recorded: Vec<(Position, Payload)>,
@@ -71,12 +79,18 @@ impl EngineState {
             ready: Vec::new(),
             produced: Vec::new(),
             limits,
-            recorded: Vec::new(),
-            buffered: Vec::new(),
-            receivers: Vec::new(),
-            signals: 0,
-            signal_ids: std::collections::BTreeSet::new(),
+            extra: None,
         }
+    }
+
+    /// The inline and signal state, allocated on first use.
+    pub(crate) fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The buffered signals, oldest first.
+    pub(crate) fn buffered(&self) -> &[Buffered] {
+        self.extra.as_ref().map_or(&[], |e| &e.buffered)
     }
 
     /// Takes up to `max` buffered signals of `channel` that `matcher` accepts, oldest first:
@@ -88,7 +102,10 @@ impl EngineState {
         max: usize,
     ) -> Vec<(u64, Payload)> {
         let mut taken = Vec::new();
-        self.buffered.retain(|b| {
+        let Some(extra) = self.extra.as_mut() else {
+            return taken;
+        };
+        extra.buffered.retain(|b| {
             let take = taken.len() < max && b.channel == channel && matcher(&b.value);
             if take {
                 taken.push((b.seq, b.value.clone()));
@@ -117,8 +134,9 @@ impl EngineState {
 
     /// The value history recorded for the inline step at `position`, if it did.
     pub(crate) fn take_recorded(&mut self, position: Position) -> Option<Payload> {
-        let index = self.recorded.iter().position(|(p, _)| *p == position)?;
-        Some(self.recorded.swap_remove(index).1)
+        let recorded = &mut self.extra.as_mut()?.recorded;
+        let index = recorded.iter().position(|(p, _)| *p == position)?;
+        Some(recorded.swap_remove(index).1)
     }
 
     pub(crate) fn schedule(
@@ -173,7 +191,9 @@ impl EngineState {
     pub(crate) fn abandon(&mut self, position: Position) {
         self.settle(position);
         self.ready.retain(|(p, _)| *p != position);
-        self.receivers.retain(|r| r.position != position);
+        if let Some(extra) = self.extra.as_mut() {
+            extra.receivers.retain(|r| r.position != position);
+        }
     }
 }
 

@@ -290,7 +290,9 @@ impl WorkflowInstance {
             start.at,
             limits,
         ));
-        state.recorded = recorded;
+        if !recorded.is_empty() {
+            state.extra().recorded = recorded;
+        }
         let mut instance = Self {
             future: Some(future),
             state: Some(state),
@@ -343,25 +345,20 @@ impl WorkflowInstance {
             return Signaled::RunEnded;
         }
         let state = self.state.as_mut().expect("state is present between polls");
-        if state.signal_ids.contains(&id) {
+        let limits = state.limits;
+        let extra = state.extra();
+        if extra.signal_ids.contains(&id) {
             return Signaled::Duplicate;
         }
-        let limits = state.limits;
         let to = scoped(limits, || {
-            state
+            extra
                 .receivers
                 .iter()
                 .find(|r| r.channel == channel && (r.matcher)(&value))
                 .map(|r| r.position)
         });
-        if to.is_none()
-            && state
-                .buffered
-                .iter()
-                .filter(|b| b.channel == channel)
-                .count()
-                >= capacity
-        {
+        let buffered = extra.buffered.iter().filter(|b| b.channel == channel);
+        if to.is_none() && buffered.count() >= capacity {
             return Signaled::Full { capacity };
         }
         let signal = crate::Signal {
@@ -382,27 +379,30 @@ impl WorkflowInstance {
     /// the code no longer matches its history.
     pub(crate) fn receive_signal(&mut self, signal: &crate::Signal) -> Result<Progress, ()> {
         let state = self.state.as_mut().expect("state is present between polls");
+        let extra = state.extra();
         if let Some(position) = signal.to {
-            let index = state
+            let index = extra
                 .receivers
                 .iter()
                 .position(|r| r.position == position && r.channel == signal.channel)
                 .ok_or(())?;
-            state.receivers.remove(index);
+            extra.receivers.remove(index);
             state.settle(position);
             state.deliver(
                 position,
                 crate::StepOutcome::Completed(signal.value.clone()),
             );
         } else {
-            state.buffered.push(crate::signal::Buffered {
-                seq: state.signals,
+            let seq = extra.signals;
+            extra.buffered.push(crate::signal::Buffered {
+                seq,
                 channel: signal.channel.clone(),
                 value: signal.value.clone(),
             });
         }
-        state.signals += 1;
-        state.signal_ids.insert(signal.id.clone());
+        let extra = state.extra();
+        extra.signals += 1;
+        extra.signal_ids.insert(signal.id.clone());
         state.now = state.now.max(signal.at);
         Ok(self.poll())
     }

@@ -404,7 +404,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Channel<T> {
     pub fn is_buffered(&self) -> bool {
         let filter = self.filter.as_ref();
         with_state(|s| {
-            s.buffered
+            s.buffered()
                 .iter()
                 .any(|b| b.channel == self.name && Filter::accepts_encoded::<T>(filter, &b.value))
         })
@@ -487,7 +487,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future for ReceiveMany<T>
                 }
                 let position = with_state(|s| {
                     let position = s.schedule(command(Vec::new()), location);
-                    s.receivers.push(Receiver {
+                    s.extra().receivers.push(Receiver {
                         position,
                         channel,
                         matcher,
