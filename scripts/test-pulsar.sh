@@ -3,7 +3,8 @@
 # OpenSSL headers, Java 17, Maven), fetches the broker's jars (cached outside the clone),
 # starts a plain broker and one with token authentication, runs clippy and the transport
 # contract suite with `--features pulsar` under CI=true (a missing broker fails, never skips),
-# and stops the brokers on exit.
+# runs workflows across a broker SIGKILL and restart (`tests/pulsar_restart.rs`, on a third
+# broker the test starts and stops itself), and stops the brokers on exit.
 #
 #   scripts/test-pulsar.sh            everything
 #   scripts/test-pulsar.sh --bench    also the benchmark (`cargo bench --bench pulsar`)
@@ -28,6 +29,10 @@ export INFINITIC_PULSAR_RUN="${INFINITIC_PULSAR_RUN:-${TMPDIR:-/tmp}/infinitic-p
 cleanup() {
     scripts/pulsar.sh stop || true
     scripts/pulsar.sh stop --auth || true
+    # The restart test's own brokers (it stops them itself, unless it was interrupted).
+    for own in restart two-workers; do
+        INFINITIC_PULSAR_RUN="$INFINITIC_PULSAR_RUN/$own" scripts/pulsar.sh stop || true
+    done
     rm -rf "$INFINITIC_PULSAR_RUN"
 }
 trap cleanup EXIT
@@ -47,6 +52,9 @@ echo "== pulsar: tests (transport contract on SQLite, memory and Pulsar)"
 CI=true cargo test --features pulsar --test transport
 CI=true cargo test -p infinitic-runtime --features pulsar --lib store::pulsar
 CI=true cargo test -p infinitic-runtime --features pulsar --doc store::pulsar
+
+echo "== pulsar: workflows across a broker SIGKILL and restart (a broker of the test's own)"
+CI=true cargo test --features pulsar --test pulsar_restart -- --nocapture
 
 if [ "${1:-}" = "--bench" ]; then
     echo "== pulsar: benchmark"
