@@ -17,8 +17,8 @@ use crate::worker::{backoff, WorkerConfig, WorkflowInput};
 use infinitic_core::message::{decode_message_within, Message, ParentStep};
 use infinitic_core::{
     Applied, CommandId, CommandRecord, Completion, Generation, HistoryEvent, Limits, MethodRun,
-    Signal, Signaled, Start, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId,
-    WorkflowInstance,
+    RejectedEvent, Signal, Signaled, Start, Status, StepOutcome, Timestamp, WorkflowDefinition,
+    WorkflowId, WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -87,10 +87,32 @@ impl Instances {
                     publish: Vec::new(),
                 };
                 let settlement = match self.live_for(store, &command).await {
-                    Ok(Found::Live(live, recovered)) => {
-                        match self.apply_completion(*live, recovered, task, command, outcome, at) {
+                    Ok(Found::Live(live, recovered, cached)) => {
+                        let completion = Completion {
+                            run: command.run,
+                            position: command.position,
+                            at,
+                            outcome,
+                        };
+                        let live = (command.workflow.clone(), *live);
+                        match self.apply_completion(live, recovered, cached, task, completion) {
                             Ok(effect) => effect.settle(delivery, batch),
-                            Err(reason) => Some(dead_letter(reason)),
+                            Err(Rejected::Never(reason)) => Some(dead_letter(reason)),
+                            // Kept as an event on the store, tried again on the stored state.
+                            Err(Rejected::Stale { reason, completion }) => {
+                                warn_later(&command.workflow, &reason);
+                                let event = protocol::completion(
+                                    &workflow,
+                                    &command,
+                                    completion.outcome,
+                                    at,
+                                    self.clock.now() + HOLD_BASE,
+                                );
+                                Some(Settlement::Ack {
+                                    delivery,
+                                    publish: vec![event],
+                                })
+                            }
                         }
                     }
                     Ok(Found::Done(effect)) => effect.settle(delivery, batch),
@@ -460,9 +482,20 @@ impl Instances {
         at: infinitic_core::Timestamp,
     ) -> Result<Effect, NotApplied> {
         match self.live_for(store, &command).await? {
-            Found::Live(live, recovered) => self
-                .apply_completion(*live, recovered, consumed, command, outcome, at)
-                .map_err(NotApplied::Never),
+            Found::Live(live, recovered, cached) => {
+                let completion = Completion {
+                    run: command.run,
+                    position: command.position,
+                    at,
+                    outcome,
+                };
+                let live = (command.workflow, *live);
+                self.apply_completion(live, recovered, cached, consumed, completion)
+                    .map_err(|rejected| match rejected {
+                        Rejected::Never(reason) => NotApplied::Never(reason),
+                        Rejected::Stale { reason, .. } => NotApplied::Later { reason, park: None },
+                    })
+            }
             Found::Done(effect) => Ok(effect),
             Found::Parked(parked) => Ok(keep_for_parked(parked, consumed, command, outcome, at)),
         }
@@ -477,8 +510,8 @@ impl Instances {
         command: &CommandId,
     ) -> Result<Found, NotApplied> {
         let id = &command.workflow;
-        let (live, recovered) = match self.cache.take(id) {
-            Some(live) => (live, Vec::new()),
+        let (live, recovered, cached) = match self.cache.take(id) {
+            Some(live) => (live, Vec::new(), true),
             None => {
                 let stored = store
                     .load(id, true)
@@ -494,7 +527,7 @@ impl Instances {
                     )));
                 }
                 match self.rebuild(stored)? {
-                    Rebuilt::Live(live, new_commands) => (*live, new_commands),
+                    Rebuilt::Live(live, new_commands) => (*live, new_commands, false),
                     Rebuilt::Done(effect) => return Ok(Found::Done(effect)),
                     Rebuilt::Parked(parked) => return Ok(Found::Parked(parked)),
                 }
@@ -505,31 +538,37 @@ impl Instances {
             self.cache.put_back(id.clone(), live);
             return Ok(Found::Done(other_generation(command, generation)));
         }
-        Ok(Found::Live(Box::new(live), recovered))
+        Ok(Found::Live(Box::new(live), recovered, cached))
     }
 
-    /// Applies a completion to its live instance; `Err` is why the instance rejected it.
+    /// Applies a completion to its live instance (`cached`: taken from the cache, not
+    /// rebuilt from the store just now); `Err` is why the instance rejected it.
     fn apply_completion(
         &mut self,
-        mut live: Live,
+        (id, mut live): (WorkflowId, Live),
         recovered: Vec<CommandRecord>,
+        cached: bool,
         consumed: Consumed,
-        command: CommandId,
-        outcome: StepOutcome,
-        at: infinitic_core::Timestamp,
-    ) -> Result<Effect, String> {
-        let id = command.workflow;
-        let completion = Completion {
-            run: command.run,
-            position: command.position,
-            at,
-            outcome,
-        };
+        completion: Completion,
+    ) -> Result<Effect, Rejected> {
         match live.instance.apply(completion.clone()) {
+            // A cached instance may be behind the store: another worker moved the instance
+            // on while this one held it (ownership moves when consumers come and go). The
+            // store decides: drop the cached copy, and try again on the stored state.
+            Err(RejectedEvent::UnknownCommand { .. }) if cached => {
+                drop(live); // taken from the cache: not put back
+                Err(Rejected::Stale {
+                    reason: format!(
+                        "the cached copy of workflow {id} was behind the store; trying again on \
+                         the stored state"
+                    ),
+                    completion,
+                })
+            }
             Err(rejected) => {
                 let reason = format!("rejected by workflow {id}: {rejected}");
                 self.cache.put_back(id, live);
-                Err(reason)
+                Err(Rejected::Never(reason))
             }
             Ok(Applied::Ignored(_)) => {
                 self.cache.put_back(id, live);
@@ -636,10 +675,23 @@ impl Parked {
     }
 }
 
+/// Why a live instance did not take a completion.
+enum Rejected {
+    /// It never will: the event is dead-lettered with this reason.
+    Never(String),
+    /// The cached copy was behind the store and is dropped: the completion is tried again
+    /// on the stored state.
+    Stale {
+        reason: String,
+        completion: Completion,
+    },
+}
+
 /// The instance a completion is for, or what to do with the completion instead.
 enum Found {
-    /// Live, with the commands a rebuild issued past the end of its history.
-    Live(Box<Live>, Vec<CommandRecord>),
+    /// Live, with the commands a rebuild issued past the end of its history, and whether it
+    /// came from the cache (rather than from the store just now).
+    Live(Box<Live>, Vec<CommandRecord>, bool),
     /// Nothing to apply it to (a late event, another generation).
     Done(Effect),
     /// Parked: the completion is stored with it.

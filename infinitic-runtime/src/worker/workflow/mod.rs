@@ -170,14 +170,21 @@ pub(super) async fn run<T: Transport, S: StateStore>(
         tokio::spawn(async move {
             let conflicted: Vec<WorkflowId> = match committed.await {
                 Ok(outcomes) => {
-                    if !combined {
-                        let committed = outcomes.iter().map(|o| *o == CommitOutcome::Committed);
-                        settlements.extend(
-                            consumed
-                                .iter()
-                                .zip(committed)
-                                .filter_map(|(settle, done)| settle.clone().filter(|_| done)),
-                        );
+                    let now = clock.now();
+                    for (settle, outcome) in consumed.iter().zip(&outcomes) {
+                        let Some(settle) = settle else { continue };
+                        match outcome {
+                            // The commit settled it (an embedded store) or it is settled now.
+                            CommitOutcome::Committed if combined => {}
+                            CommitOutcome::Committed => settlements.push(settle.clone()),
+                            // Not applied (the instance moved on elsewhere, or the message was
+                            // consumed already): delivered again soon, to the instance as
+                            // stored, rather than when its lease expires.
+                            CommitOutcome::Conflict => settlements.push(Settlement::Retry {
+                                delivery: settle.delivery(),
+                                at: now + HOLD_BASE,
+                            }),
+                        }
                     }
                     if let Some(relay) = &relayed {
                         relay.notify_one();
