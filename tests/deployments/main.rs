@@ -235,6 +235,8 @@ impl Deployment for Distributed {
     async fn stop(self, worker: RunningWorker) {
         worker.shutdown().await;
         self.transport.close().await;
+        // Every commit's messages were relayed to the broker.
+        assert_eq!(self.state.outbox(10).await.unwrap(), Vec::new());
     }
 }
 
