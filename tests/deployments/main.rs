@@ -11,7 +11,8 @@
 //!
 //! Cases, one file each: billing (the example's workflow over short months), retries,
 //! timers, child workflows, dead letters (a method the worker lacks), bad input published to
-//! our topics. Filter by deployment: `cargo test --test deployments embedded::`.
+//! our topics, new workers taking over after a restart. Filter by deployment:
+//! `cargo test --test deployments embedded::`.
 
 #[allow(dead_code)]
 #[path = "../support/dead_letters.rs"]
@@ -28,6 +29,7 @@ mod bad_input;
 mod billing;
 mod children;
 mod dead_letter;
+mod restart;
 mod retries;
 mod timers;
 
@@ -67,6 +69,10 @@ pub trait Deployment {
 
     /// Stops `worker` and closes what the deployment opened.
     fn stop(self, worker: RunningWorker) -> impl Future<Output = ()> + Send;
+
+    /// Stops `worker` and opens the backends again, as a new process would: workers started
+    /// afterwards take over where it stopped.
+    fn restart(&mut self, worker: RunningWorker) -> impl Future<Output = ()> + Send;
 }
 
 /// The result of `handle`, within the deployment's patience; panics on an error.
@@ -169,6 +175,12 @@ impl Deployment for Embedded {
     async fn stop(self, worker: RunningWorker) {
         worker.shutdown().await;
     }
+
+    async fn restart(&mut self, worker: RunningWorker) {
+        worker.shutdown().await;
+        let path = self.dir.join("store.db");
+        self.store = SqliteStore::open(path, OpenMode::MustExist).unwrap();
+    }
 }
 
 // ---- Distributed: Pulsar + PostgreSQL ----------------------------------------------------
@@ -179,6 +191,8 @@ impl Deployment for Embedded {
 pub struct Distributed {
     transport: infinitic::store::pulsar::PulsarTransport,
     state: infinitic::PostgresStore,
+    /// The server's URL and the schema, to connect again.
+    pg: (String, String),
 }
 
 #[cfg(all(feature = "postgres", feature = "pulsar"))]
@@ -188,11 +202,16 @@ impl Distributed {
         use infinitic::store::pulsar::PulsarTransport;
         let server = pg::server()?;
         let url = pulsar::url()?;
-        let state = server.store(&pg::unique(test)).await;
+        let schema = pg::unique(test);
+        let state = server.store(&schema).await;
         let transport = PulsarTransport::connect(pulsar::fresh(&url))
             .await
             .unwrap_or_else(|e| panic!("connect to the test Pulsar broker at {url}: {e}"));
-        Some(Self { transport, state })
+        Some(Self {
+            transport,
+            state,
+            pg: (server.url, schema),
+        })
     }
 }
 
@@ -238,6 +257,18 @@ impl Deployment for Distributed {
         // Every commit's messages were relayed to the broker.
         assert_eq!(self.state.outbox(10).await.unwrap(), Vec::new());
     }
+
+    async fn restart(&mut self, worker: RunningWorker) {
+        use infinitic::store::pulsar::PulsarTransport;
+        worker.shutdown().await;
+        self.transport.close().await;
+        let options = self.transport.options().clone();
+        self.transport = PulsarTransport::connect(options).await.unwrap();
+        let (url, schema) = &self.pg;
+        self.state = infinitic::PostgresStore::connect(url, pg::options(schema))
+            .await
+            .unwrap();
+    }
 }
 
 /// Runs each case on every deployment: `embedded::MODULE::CASE` and, with the features,
@@ -278,4 +309,5 @@ on_every_deployment!(
     children: [a_parent_awaits_two_children_and_combines_their_results],
     dead_letter: [a_method_the_worker_lacks_is_unknown_and_dead_lettered],
     bad_input: [garbage_on_our_topics_is_dead_lettered_and_workers_go_on],
+    restart: [new_workers_take_over_a_workflow_waiting_on_a_timer],
 );
