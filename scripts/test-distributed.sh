@@ -2,8 +2,9 @@
 # The distributed features' tests: installs PostgreSQL if missing, starts a throwaway server
 # (fsync off, TLS on with a generated CA; it accepts plain connections too), runs clippy and
 # the tests with `--features postgres` under CI=true (a test whose server is missing fails),
-# and stops the server on exit; then the Pulsar transport's tests (scripts/test-pulsar.sh).
-# Run by .ci/run after the embedded steps.
+# and stops the server on exit; then the Pulsar transport's tests (scripts/test-pulsar.sh);
+# then, with PostgreSQL still up and a Pulsar broker of its own, the deployments suite
+# (tests/deployments) on its distributed deployment. Run by .ci/run after the embedded steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,14 @@ scripts/postgres.sh install
 env_file=$(scripts/postgres.sh start --fsync off --tls)
 # shellcheck disable=SC1090
 source "$env_file"
-trap 'scripts/postgres.sh stop "$INFINITIC_PG_DIR"' EXIT
+# The deployments suite's broker (started at the end), in a run dir of its own.
+pulsar_run="${TMPDIR:-/tmp}/infinitic-pulsar-deployments-$$"
+cleanup() {
+    INFINITIC_PULSAR_RUN="$pulsar_run" scripts/pulsar.sh stop 2>/dev/null || true
+    rm -rf "$pulsar_run"
+    scripts/postgres.sh stop "$INFINITIC_PG_DIR"
+}
+trap cleanup EXIT
 echo "PostgreSQL at ${INFINITIC_PG_URL##*@} (TLS CA $INFINITIC_PG_CA)"
 
 echo "== lint (--features postgres)"
@@ -27,3 +35,12 @@ cargo test -p infinitic --features postgres --test postgres --test store
 
 echo "== pulsar (scripts/test-pulsar.sh)"
 bash scripts/test-pulsar.sh
+
+echo "== deployments suite on Pulsar + PostgreSQL (tests/deployments)"
+# test-pulsar.sh installed what a broker needs, fetched its jars and stopped its brokers;
+# PostgreSQL is still up. The same suite runs on the embedded deployment in `cargo test`.
+export INFINITIC_PULSAR_RUN="$pulsar_run"
+# shellcheck disable=SC1090
+source "$(scripts/pulsar.sh start)"
+cargo clippy --workspace --all-targets --features postgres,pulsar -- -D warnings
+cargo test --features postgres,pulsar --test deployments
