@@ -44,7 +44,7 @@ pub enum Command {
         /// The channel.
         channel: String,
         /// Which signals it takes.
-        filter: Option<crate::signal::Filter>,
+        filter: Option<crate::filter::Filter>,
         /// How many it takes at most.
         max: u32,
         /// The buffered signals it took when it was created (empty: it waited).

@@ -18,6 +18,7 @@ mod definition;
 mod depth;
 mod durable;
 mod engine;
+mod filter;
 mod history;
 mod ids;
 mod limits;

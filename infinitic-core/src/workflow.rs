@@ -11,7 +11,8 @@ pub use crate::branches::{
 };
 use crate::context::with_state;
 use crate::durable::Sleep;
-pub use crate::signal::{Channel, Compare, FieldFilter, Filter, Receive, ReceiveMany, Scalar};
+pub use crate::filter::{Compare, FieldFilter, Filter, Scalar};
+pub use crate::signal::{Channel, Receive, ReceiveMany};
 use crate::{Command, Limits, Timestamp, WorkflowId};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;

@@ -4,12 +4,13 @@
 //! naming it for senders, and the workflow a table of its channels with their capacities.
 
 use crate::errors::Errors;
+use crate::signature::type_arguments;
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::parse::Parser;
 use syn::{
-    punctuated::Punctuated, Attribute, Expr, ExprLit, FnArg, GenericArgument, Ident, ItemTrait,
-    Lit, Meta, PathArguments, ReturnType, Token, TraitItem, Type,
+    punctuated::Punctuated, Attribute, Expr, ExprLit, FnArg, Ident, ItemTrait, Lit, Meta,
+    ReturnType, Token, TraitItem, Type,
 };
 
 /// How many signals a channel buffers when `#[channel]` does not say.
@@ -72,18 +73,8 @@ fn channel_value(output: &ReturnType) -> Option<Type> {
     let ReturnType::Type(_, ty) = output else {
         return None;
     };
-    let Type::Path(path) = &**ty else {
-        return None;
-    };
-    let last = path.path.segments.last()?;
-    if last.ident != "Channel" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    match args.args.iter().collect::<Vec<_>>().as_slice() {
-        [GenericArgument::Type(value)] => Some(value.clone()),
+    match type_arguments(ty, "Channel")?.as_slice() {
+        [value] => Some((*value).clone()),
         _ => None,
     }
 }

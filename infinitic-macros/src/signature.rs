@@ -23,22 +23,8 @@ pub(crate) struct Method {
 impl Method {
     /// `Result<T, E>` splits into `(T, E)`: the stub yields `T` or a typed failure carrying `E`.
     pub(crate) fn fallible(&self) -> Option<(&Type, &Type)> {
-        let Type::Path(path) = &self.output else {
-            return None;
-        };
-        let last = path.path.segments.last()?;
-        if last.ident != "Result" {
-            return None;
-        }
-        let PathArguments::AngleBracketed(args) = &last.arguments else {
-            return None;
-        };
-        let mut types = args.args.iter().filter_map(|a| match a {
-            GenericArgument::Type(t) => Some(t),
-            _ => None,
-        });
-        match (types.next(), types.next(), types.next()) {
-            (Some(ok), Some(err), None) => Some((ok, err)),
+        match type_arguments(&self.output, "Result")?.as_slice() {
+            [ok, err] => Some((ok, err)),
             _ => None,
         }
     }
@@ -46,6 +32,28 @@ impl Method {
     pub(crate) fn name(&self) -> String {
         self.ident.to_string()
     }
+}
+
+/// The type arguments of `ty` when it is a path ending in `name` (`Result<T, E>` gives
+/// `[T, E]`); `None` for any other type.
+pub(crate) fn type_arguments<'t>(ty: &'t Type, name: &str) -> Option<Vec<&'t Type>> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args
+        .iter()
+        .map(|a| match a {
+            GenericArgument::Type(t) => Some(t),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Checks every item of the trait (all problems at once) and returns its methods.

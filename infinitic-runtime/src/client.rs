@@ -353,11 +353,12 @@ impl<R: DeserializeOwned, S: StateStore + Clone> WorkflowHandle<R, S> {
     /// # async fn demo(handle: infinitic_runtime::client::WorkflowHandle<u64, infinitic_runtime::store::memory::MemoryStore>) {
     /// use infinitic_runtime::client::ClientError;
     /// use std::time::Duration;
-    /// match handle.result_within(Duration::from_secs(5)).await {
-    ///     Ok(total) => println!("total {total}"),
-    ///     Err(ClientError::TimedOut { id, .. }) => println!("{id} still running"),
-    ///     Err(other) => println!("failed: {other}"),
-    /// }
+    /// let said = match handle.result_within(Duration::from_secs(5)).await {
+    ///     Ok(total) => format!("total {total}"),
+    ///     Err(ClientError::TimedOut { id, .. }) => format!("{id} still running"),
+    ///     Err(other) => format!("failed: {other}"),
+    /// };
+    /// # let _ = said;
     /// # }
     /// ```
     pub async fn result_within(&self, timeout: Duration) -> Result<R, ClientError> {

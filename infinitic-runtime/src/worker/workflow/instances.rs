@@ -3,8 +3,11 @@
 //! sends and stores.
 
 use super::not_applied::{refuse, warn_later, NotApplied};
-use super::rebuild::{Parked, Rebuilt};
-use super::{Batch, FIRST_VERSION, HOLD_BASE};
+use super::parked::{keep_for_parked, Parked};
+use super::rebuild::Rebuilt;
+use super::signals::IncomingSignal;
+use super::start::StartRequest;
+use super::{Batch, HOLD_BASE};
 use crate::clock::Clock;
 use crate::protocol;
 use crate::store::Consumed;
@@ -17,8 +20,8 @@ use crate::worker::{backoff, WorkerConfig, WorkflowInput};
 use infinitic_core::message::{decode_message_within, Message, ParentStep};
 use infinitic_core::{
     Applied, CommandId, CommandRecord, Completion, Generation, HistoryEvent, Limits, MethodRun,
-    RejectedEvent, Signal, Signaled, Start, Status, StepOutcome, Timestamp, WorkflowDefinition,
-    WorkflowId, WorkflowInstance,
+    RejectedEvent, Status, StepOutcome, Timestamp, WorkflowDefinition, WorkflowId,
+    WorkflowInstance,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -88,23 +91,22 @@ impl Instances {
                 };
                 let settlement = match self.live_for(store, &command).await {
                     Ok(Found::Live(live, recovered, cached)) => {
-                        let completion = Completion {
-                            run: command.run,
-                            position: command.position,
-                            at,
-                            outcome,
-                        };
-                        let live = (command.workflow.clone(), *live);
-                        match self.apply_completion(live, recovered, cached, task, completion) {
+                        let applied = self
+                            .apply_completion(*live, recovered, cached, task, command, outcome, at);
+                        match applied {
                             Ok(effect) => effect.settle(delivery, batch),
                             Err(Rejected::Never(reason)) => Some(dead_letter(reason)),
                             // Kept as an event on the store, tried again on the stored state.
-                            Err(Rejected::Stale { reason, completion }) => {
+                            Err(Rejected::Stale {
+                                reason,
+                                command,
+                                outcome,
+                            }) => {
                                 warn_later(&command.workflow, &reason);
                                 let event = protocol::completion(
                                     &workflow,
                                     &command,
-                                    completion.outcome,
+                                    outcome,
                                     at,
                                     self.clock.now() + HOLD_BASE,
                                 );
@@ -256,211 +258,8 @@ impl Instances {
         }
     }
 
-    async fn start<S: StateStore>(
-        &mut self,
-        store: &S,
-        consumed: Consumed,
-        pending: bool,
-        StartRequest {
-            id,
-            generation,
-            workflow,
-            method,
-            input,
-            parent,
-        }: StartRequest,
-    ) -> Result<Effect, NotApplied> {
-        if self.cache.get(&id).is_some() {
-            return Ok(Effect::Ack); // duplicate start
-        }
-        let expected_version = if pending {
-            // Stored as pending (first version) with this message: no round trip to the
-            // store, which would wait behind the commits in flight. If it moved on meanwhile,
-            // the compare-and-set fails and the redelivery takes the path below.
-            FIRST_VERSION
-        } else {
-            let existing = store
-                .load(&id, false)
-                .await
-                .map_err(|e| NotApplied::store(&id, e))?;
-            match &existing {
-                Some(stored) if stored.state == WorkflowState::Pending => stored.version,
-                Some(_) => return Ok(Effect::Ack), // already started: a duplicate
-                None => 0,
-            }
-        };
-        let at = self.clock.now();
-        let header = WorkflowHeader {
-            generation,
-            workflow: workflow.clone(),
-            method: method.clone(),
-            input: input.clone(),
-            started_at: at,
-            parent: parent.clone(),
-        };
-        let failed = |reason: String, outcome: StepOutcome| {
-            let failed = protocol::failed_start(
-                &id,
-                expected_version,
-                header.clone(),
-                reason,
-                outcome,
-                consumed.clone(),
-            );
-            Effect::transition(failed)
-        };
-        let Some(definition) = self.definitions.get(&workflow).cloned() else {
-            let reason = format!("no workflow named `{workflow}` is registered on this worker");
-            return Ok(failed(reason.clone(), StepOutcome::Unknown { reason }));
-        };
-        let started = WorkflowInstance::start_with_limits(
-            &*definition,
-            Start {
-                workflow_id: id.clone(),
-                generation,
-                run: MethodRun(0),
-                method: &method,
-                input: &input,
-                at,
-            },
-            self.limits,
-        );
-        let (instance, progress) = match started {
-            Ok(started) => started,
-            Err(error) => return Ok(failed(error.to_string(), error.into())),
-        };
-        let mut live = Live {
-            instance,
-            version: expected_version,
-            generation,
-            workflow,
-            parent,
-        };
-        let append = scheduled(&progress.commands);
-        let transition = live.transition(
-            &id,
-            Some(header),
-            append,
-            &progress.commands,
-            &progress.status,
-            (consumed, at),
-        );
-        self.cache.keep(id, live, &progress.status);
-        Ok(Effect::transition(self.run_tasks_here(transition)))
-    }
-
-    /// Delivers a signal to instance `id`: taken by a waiting receive or buffered, in the
-    /// transition that consumes its message. A signal for an instance that does not exist or
-    /// has ended, for a channel the workflow lacks, or for a full channel is refused for good
-    /// (dead-lettered with the reason); one for a parked instance is stored with it.
-    async fn signal<S: StateStore>(
-        &mut self,
-        store: &S,
-        consumed: Consumed,
-        id: &WorkflowId,
-        signal: IncomingSignal,
-    ) -> Result<Effect, NotApplied> {
-        let IncomingSignal {
-            id: signal_id,
-            channel,
-            value,
-        } = signal;
-        let at = self.clock.now();
-        let (mut live, recovered) = match self.cache.take(id) {
-            Some(live) => (live, Vec::new()),
-            None => {
-                let stored = store
-                    .load(id, true)
-                    .await
-                    .map_err(|e| NotApplied::store(id, e))?
-                    .ok_or_else(|| {
-                        NotApplied::Never(format!(
-                            "signal on `{channel}` for unknown workflow instance {id}"
-                        ))
-                    })?;
-                match &stored.state {
-                    WorkflowState::Running | WorkflowState::Parked(_) => {}
-                    // Its start is still on its way (it comes first on an ordered transport).
-                    WorkflowState::Pending => {
-                        return Err(NotApplied::Later {
-                            reason: format!("signal for {id}, which has not started yet"),
-                            park: None,
-                        })
-                    }
-                    ended => {
-                        return Err(NotApplied::Never(format!(
-                            "signal on `{channel}` for workflow instance {id}, which has ended: \
-                             {ended}"
-                        )))
-                    }
-                }
-                match self.rebuild(stored)? {
-                    Rebuilt::Live(live, new_commands) => (*live, new_commands),
-                    Rebuilt::Done(effect) => return Ok(effect),
-                    Rebuilt::Parked(parked) => {
-                        let signal = Signal {
-                            id: signal_id,
-                            channel,
-                            value,
-                            at,
-                            to: None,
-                        };
-                        return Ok(keep_signal_for_parked(parked, consumed, id, signal));
-                    }
-                }
-            }
-        };
-        let capacity = self
-            .definitions
-            .get(&live.workflow)
-            .and_then(|definition| definition.channel_capacity(&channel));
-        let Some(capacity) = capacity else {
-            let reason = format!("workflow {} has no channel `{channel}`", live.workflow);
-            self.cache.put_back(id.clone(), live);
-            return Err(NotApplied::Never(reason));
-        };
-        let channel_name = channel.clone();
-        match live
-            .instance
-            .signal(signal_id, channel, value, at, capacity)
-        {
-            Signaled::Received { signal, progress } => {
-                let mut append = scheduled(&recovered);
-                append.push(HistoryEvent::Signaled(signal));
-                append.extend(scheduled(&progress.commands));
-                let mut commands = recovered;
-                commands.extend(progress.commands);
-                let transition = live.transition(
-                    id,
-                    None,
-                    append,
-                    &commands,
-                    &progress.status,
-                    (consumed, at),
-                );
-                tracing::debug!(channel = channel_name, "signal received");
-                self.cache.keep(id.clone(), live, &progress.status);
-                Ok(Effect::transition(self.run_tasks_here(transition)))
-            }
-            Signaled::Duplicate => {
-                self.cache.put_back(id.clone(), live);
-                Ok(Effect::Ack)
-            }
-            Signaled::Full { capacity } => {
-                self.cache.put_back(id.clone(), live);
-                Err(NotApplied::Never(format!(
-                    "channel `{channel_name}` of {id} is full ({capacity} signals buffered): \
-                     signal dropped"
-                )))
-            }
-            Signaled::RunEnded => Err(NotApplied::Never(format!(
-                "signal for workflow instance {id}, which has ended"
-            ))),
-        }
-    }
-
     /// Tasks for services of this process are handed over in memory after the commit.
-    fn run_tasks_here(&self, mut transition: Transition) -> Transition {
+    pub(super) fn run_tasks_here(&self, mut transition: Transition) -> Transition {
         for message in &mut transition.outbox {
             let local = message
                 .topic
@@ -482,20 +281,12 @@ impl Instances {
         at: infinitic_core::Timestamp,
     ) -> Result<Effect, NotApplied> {
         match self.live_for(store, &command).await? {
-            Found::Live(live, recovered, cached) => {
-                let completion = Completion {
-                    run: command.run,
-                    position: command.position,
-                    at,
-                    outcome,
-                };
-                let live = (command.workflow, *live);
-                self.apply_completion(live, recovered, cached, consumed, completion)
-                    .map_err(|rejected| match rejected {
-                        Rejected::Never(reason) => NotApplied::Never(reason),
-                        Rejected::Stale { reason, .. } => NotApplied::Later { reason, park: None },
-                    })
-            }
+            Found::Live(live, recovered, cached) => self
+                .apply_completion(*live, recovered, cached, consumed, command, outcome, at)
+                .map_err(|rejected| match rejected {
+                    Rejected::Never(reason) => NotApplied::Never(reason),
+                    Rejected::Stale { reason, .. } => NotApplied::Later { reason, park: None },
+                }),
             Found::Done(effect) => Ok(effect),
             Found::Parked(parked) => Ok(keep_for_parked(parked, consumed, command, outcome, at)),
         }
@@ -543,14 +334,23 @@ impl Instances {
 
     /// Applies a completion to its live instance (`cached`: taken from the cache, not
     /// rebuilt from the store just now); `Err` is why the instance rejected it.
+    #[allow(clippy::too_many_arguments)]
     fn apply_completion(
         &mut self,
-        (id, mut live): (WorkflowId, Live),
+        mut live: Live,
         recovered: Vec<CommandRecord>,
         cached: bool,
         consumed: Consumed,
-        completion: Completion,
+        command: CommandId,
+        outcome: StepOutcome,
+        at: Timestamp,
     ) -> Result<Effect, Rejected> {
+        let completion = Completion {
+            run: command.run,
+            position: command.position,
+            at,
+            outcome,
+        };
         match live.instance.apply(completion.clone()) {
             // A cached instance may be behind the store: another worker moved the instance
             // on while this one held it (ownership moves when consumers come and go). The
@@ -559,22 +359,25 @@ impl Instances {
                 drop(live); // taken from the cache: not put back
                 Err(Rejected::Stale {
                     reason: format!(
-                        "the cached copy of workflow {id} was behind the store; trying again on \
-                         the stored state"
+                        "the cached copy of workflow {} was behind the store; trying again on \
+                         the stored state",
+                        command.workflow
                     ),
-                    completion,
+                    command,
+                    outcome: completion.outcome,
                 })
             }
             Err(rejected) => {
-                let reason = format!("rejected by workflow {id}: {rejected}");
-                self.cache.put_back(id, live);
+                let reason = format!("rejected by workflow {}: {rejected}", command.workflow);
+                self.cache.put_back(command.workflow, live);
                 Err(Rejected::Never(reason))
             }
             Ok(Applied::Ignored(_)) => {
-                self.cache.put_back(id, live);
+                self.cache.put_back(command.workflow, live);
                 Ok(Effect::Ack)
             }
             Ok(Applied::Progressed(progress)) => {
+                let id = command.workflow;
                 let mut append = scheduled(&recovered);
                 append.push(HistoryEvent::Completed(completion));
                 append.extend(scheduled(&progress.commands));
@@ -607,74 +410,6 @@ fn other_generation(command: &CommandId, generation: Generation) -> Effect {
     Effect::Ack
 }
 
-/// An outcome for a parked instance: stored with it (see [`Parked::keep`]), so it is applied
-/// when the instance is retried after a fix.
-fn keep_for_parked(
-    parked: Parked,
-    consumed: Consumed,
-    command: CommandId,
-    outcome: StepOutcome,
-    at: Timestamp,
-) -> Effect {
-    let same = |event: &HistoryEvent| {
-        matches!(event, HistoryEvent::Completed(c)
-            if c.run == command.run && c.position == command.position)
-    };
-    let completion = HistoryEvent::Completed(Completion {
-        run: command.run,
-        position: command.position,
-        at,
-        outcome,
-    });
-    parked.keep(&command.workflow, completion, same, consumed)
-}
-
-/// A signal as its message carries it.
-struct IncomingSignal {
-    id: String,
-    channel: String,
-    value: infinitic_core::Payload,
-}
-
-/// A signal for a parked instance: stored with it (buffered; see [`Parked::keep`]).
-fn keep_signal_for_parked(
-    parked: Parked,
-    consumed: Consumed,
-    id: &WorkflowId,
-    signal: Signal,
-) -> Effect {
-    let signal_id = signal.id.clone();
-    let same =
-        |event: &HistoryEvent| matches!(event, HistoryEvent::Signaled(s) if s.id == signal_id);
-    parked.keep(id, HistoryEvent::Signaled(signal), same, consumed)
-}
-
-impl Parked {
-    /// Stores `event` with the parked instance `id` (appended to its history; it stays parked)
-    /// by the transition that consumes its message; an event its history already holds
-    /// (`same` finds it) changes nothing.
-    fn keep(
-        self,
-        id: &WorkflowId,
-        event: HistoryEvent,
-        same: impl Fn(&HistoryEvent) -> bool,
-        consumed: Consumed,
-    ) -> Effect {
-        if self.history.iter().any(same) {
-            return Effect::Ack;
-        }
-        Effect::transition(protocol::step(
-            id,
-            self.version,
-            None,
-            WorkflowState::Parked(self.reason),
-            vec![event],
-            Vec::new(),
-            consumed,
-        ))
-    }
-}
-
 /// Why a live instance did not take a completion.
 enum Rejected {
     /// It never will: the event is dead-lettered with this reason.
@@ -683,7 +418,8 @@ enum Rejected {
     /// on the stored state.
     Stale {
         reason: String,
-        completion: Completion,
+        command: CommandId,
+        outcome: StepOutcome,
     },
 }
 
@@ -698,29 +434,13 @@ enum Found {
     Parked(Parked),
 }
 
-/// What a start message asks for.
-pub(super) struct StartRequest {
-    /// The instance to start.
-    id: WorkflowId,
-    /// Which use of that id it is.
-    generation: Generation,
-    /// Its workflow's name.
-    workflow: String,
-    /// The method to run.
-    method: String,
-    /// The encoded arguments.
-    input: Vec<u8>,
-    /// The parent step waiting for it, for a child workflow.
-    parent: Option<ParentStep>,
-}
-
 pub(super) enum Effect {
     Transition(Box<Transition>),
     Ack,
 }
 
 impl Effect {
-    fn transition(t: Transition) -> Self {
+    pub(super) fn transition(t: Transition) -> Self {
         Effect::Transition(Box::new(t))
     }
 
@@ -741,7 +461,7 @@ impl Effect {
 
 impl Live {
     /// The transition for one step, advancing the expected version.
-    fn transition(
+    pub(super) fn transition(
         &mut self,
         id: &WorkflowId,
         header: Option<WorkflowHeader>,

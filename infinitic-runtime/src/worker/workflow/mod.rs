@@ -23,7 +23,10 @@ use tracing::Instrument;
 mod instances;
 mod not_applied;
 mod oversized;
+mod parked;
 mod rebuild;
+mod signals;
+mod start;
 
 use instances::Instances;
 

@@ -3,9 +3,10 @@
 
 use super::instances::{Effect, Instances, Live};
 use super::not_applied::NotApplied;
+use super::parked::Parked;
 use crate::protocol;
 use crate::store::{StoredWorkflow, WorkflowState};
-use infinitic_core::{replay_with_limits, CommandRecord, History, HistoryEvent, Status};
+use infinitic_core::{replay_with_limits, CommandRecord, History, Status};
 
 /// What replaying an instance's history gave.
 pub(super) enum Rebuilt {
@@ -16,13 +17,6 @@ pub(super) enum Rebuilt {
     Done(Effect),
     /// Parked: the event is stored with it.
     Parked(Parked),
-}
-
-/// A parked instance, as stored.
-pub(super) struct Parked {
-    pub(super) reason: String,
-    pub(super) version: u64,
-    pub(super) history: Vec<HistoryEvent>,
 }
 
 impl Instances {
