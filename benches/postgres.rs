@@ -58,6 +58,7 @@ fn step(id: &WorkflowId, version: u64, consumed: Consumed) -> Transition {
         )],
         consumed: Some(consumed),
         dead_letter: None,
+        report_to: None,
     }
 }
 

@@ -8,6 +8,8 @@
 #
 # `start` writes an env file (default: DIR/env) and prints its path; `source` it to get
 #   INFINITIC_PG_URL      postgres://infinitic:PASSWORD@127.0.0.1:PORT/infinitic
+#   INFINITIC_PG_READER_URL  the same database as `infinitic_reader`, a role that can log in
+#                         and nothing else (grant it reads: clients that must not write)
 #   INFINITIC_PG_DIR      the server's directory (for `stop`)
 # and with --tls (the server then accepts TLS and plain connections alike):
 #   INFINITIC_PG_CA       the CA that signed the server's certificate
@@ -98,6 +100,7 @@ start() {
     mkdir -p "$dir/data" "$dir/sock" "$dir/log"
     chown postgres:postgres "$dir/data" "$dir/sock" "$dir/log"
     password=$(openssl rand -hex 16)
+    reader_password=$(openssl rand -hex 16)
     # Local socket: trusted (only to create the user); TCP: password (SCRAM).
     runuser -u postgres -- "$bin/initdb" -D "$dir/data" --auth-local=trust \
         --auth-host=scram-sha-256 -U postgres -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
@@ -123,12 +126,14 @@ start() {
     runuser -u postgres -- "$bin/psql" -q -h "$dir/sock" -p "$port" -U postgres -d postgres \
         -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE ROLE infinitic LOGIN CREATEDB PASSWORD '$password';
+CREATE ROLE infinitic_reader LOGIN PASSWORD '$reader_password';
 CREATE DATABASE infinitic OWNER infinitic;
 SQL
     env_file=${env_file:-$dir/env}
     {
         echo "export INFINITIC_PG_DIR=$dir"
         echo "export INFINITIC_PG_URL=postgres://infinitic:$password@127.0.0.1:$port/infinitic"
+        echo "export INFINITIC_PG_READER_URL=postgres://infinitic_reader:$reader_password@127.0.0.1:$port/infinitic"
         echo "export INFINITIC_PG_FSYNC=$fsync"
         if [ "$tls" = yes ]; then
             echo "export INFINITIC_PG_CA=$dir/tls/ca.crt"

@@ -251,6 +251,7 @@ async fn a_start_for_an_unknown_workflow_is_dead_lettered_and_fails() {
         input: infinitic::encode(&()).unwrap(),
         parent: None,
         pending: false,
+        reply_to: None,
     });
     s.store
         .publish(vec![raw("workflow:Probe", "ghost-1", message)])
@@ -355,7 +356,7 @@ fn a_database_from_a_newer_schema_is_refused() {
             error,
             StoreError::SchemaVersion {
                 found: 99,
-                expected: 2,
+                expected: 3,
                 ..
             }
         ),

@@ -303,6 +303,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 input: payload(&("order-7", 3u32, 1999u64)),
                 parent: None,
                 pending: true,
+                reply_to: None,
             },
         ),
         (
@@ -318,6 +319,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                     command: id("order-7", 0, 2),
                 }),
                 pending: false,
+                reply_to: None,
             },
         ),
         (
@@ -776,6 +778,7 @@ fn v1_queued_messages_decode_to_what_was_in_flight() {
                     input: payload(&("Grace",)),
                     parent: None,
                     pending: true,
+                    reply_to: None,
                 }
             ),
             (

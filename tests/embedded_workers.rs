@@ -319,7 +319,7 @@ async fn the_workers_run_on_a_separate_transport_and_state_store() {
         .workflow(ParentImpl::default)
         .config(config())
         .start();
-    let client = Client::new(state.clone());
+    let client = Client::with_backends(transport.clone(), state.clone());
     let retried = client.dispatch_with_id("steps-0", StepsStub.run(0));
     let retried = retried.await.unwrap();
     let parent = client

@@ -82,6 +82,7 @@ async fn start(store: &MemoryStore, id: &WorkflowId, generation: Generation, n: 
         input: input.clone(),
         parent: None,
         pending: true,
+        reply_to: None,
     };
     let transition = Transition {
         workflow_id: id.clone(),
@@ -104,6 +105,7 @@ async fn start(store: &MemoryStore, id: &WorkflowId, generation: Generation, n: 
         )],
         consumed: None,
         dead_letter: None,
+        report_to: None,
     };
     store.commit(vec![transition]).await.unwrap();
 }

@@ -295,6 +295,7 @@ async fn deep_raw_bytes_are_dead_lettered_and_the_worker_keeps_serving() {
         input: nest_args(DEEP as usize),
         parent: None,
         pending: false,
+        reply_to: None,
     });
     let deep_result = encode_message(&Message::CommandCompleted {
         command: CommandId::new(WorkflowId::new("nobody"), MethodRun(0), 0),

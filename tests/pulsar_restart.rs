@@ -455,7 +455,7 @@ async fn run(broker: &Broker, worker_count: usize, crash: Crash) {
         );
         transports.push(transport);
     }
-    let client = Client::new(state.clone());
+    let client = Client::with_store_writes(transports[0].clone(), state.clone());
     let began = Instant::now();
 
     // 50 workflows; the broker dies once some passed their first call and before any timer

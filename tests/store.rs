@@ -145,6 +145,7 @@ fn step(
             delivery,
         }),
         dead_letter: None,
+        report_to: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn start(id: &WorkflowId, input: Vec<u8>) -> Transition {
         )],
         consumed: None,
         dead_letter: None,
+        report_to: None,
     }
 }
 

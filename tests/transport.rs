@@ -397,6 +397,7 @@ async fn two_consumers_of_one_key_never_both_commit_a_transition(b: impl Backend
                             delivery: d.id,
                         }),
                         dead_letter: None,
+                        report_to: None,
                     };
                     let outcome = state.commit(vec![transition]).await.unwrap();
                     match outcome[0] {
@@ -545,7 +546,7 @@ async fn workers_dead_letter_bad_bytes_and_run_a_workflow_to_completion(b: impl 
         )])
         .await
         .unwrap();
-    let client = Client::new(state.clone());
+    let client = Client::with_backends(transport.clone(), state.clone());
     let started = Instant::now();
     let handle = client
         .dispatch_with_id("hello-1", HelloStub.run("pulsar".into()))

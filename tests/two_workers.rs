@@ -64,7 +64,7 @@ async fn two_workers_on_one_store_complete_every_workflow_once() {
             .start()
     };
     let (first, second) = (worker(), worker());
-    let client = Client::new(state.clone());
+    let client = Client::with_store_writes(transport.clone(), state.clone());
     let count = 40u64;
     for i in 0..count {
         client

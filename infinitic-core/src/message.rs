@@ -42,6 +42,18 @@ pub enum Message {
         /// published this message, so the worker need not look it up on first delivery.
         #[serde(default)]
         pending: bool,
+        /// A client's response topic: the instance reports there how it ended (also when
+        /// it exists already: a start sent again only adds the topic).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
+    },
+    /// Asks an instance to report how it ended to a client's response topic: at once if it
+    /// has ended, else when it does.
+    WaitForResult {
+        /// The instance.
+        workflow_id: WorkflowId,
+        /// The client's response topic.
+        reply_to: String,
     },
     /// Run one attempt of a service task.
     ExecuteTask {
@@ -108,6 +120,15 @@ impl Message {
             input,
             parent,
             pending,
+            reply_to: None,
+        }
+    }
+
+    /// Asks instance `workflow_id` to report how it ended to the topic `reply_to`.
+    pub fn wait_for_result(workflow_id: WorkflowId, reply_to: impl Into<String>) -> Self {
+        Message::WaitForResult {
+            workflow_id,
+            reply_to: reply_to.into(),
         }
     }
 
@@ -177,6 +198,10 @@ impl Message {
                 0 => format!("start:{workflow_id}"),
                 g => format!("start:{workflow_id}@{g}"),
             },
+            Message::WaitForResult {
+                workflow_id,
+                reply_to,
+            } => format!("wait:{workflow_id}:{reply_to}"),
             Message::ExecuteTask { task, attempt, .. } => format!("task:{task}#{attempt}"),
             Message::CommandCompleted { command, .. } => format!("done:{command}"),
             Message::SignalSent {

@@ -9,6 +9,7 @@ use infinitic_core::message::{Message, ParentStep};
 use infinitic_core::{
     encode, Command, CommandId, HistoryEvent, Payload, StepOutcome, Timestamp, WorkflowId,
 };
+use serde::{Deserialize, Serialize};
 
 /// Tells the workflow named `workflow` that `command` ended with `outcome` at `at`; delivered
 /// from `deliver_at` (later than `at` when the event is held back).
@@ -156,7 +157,81 @@ pub(crate) fn start_pending(id: &WorkflowId, header: WorkflowHeader) -> Transiti
         outbox: vec![start],
         consumed: None,
         dead_letter: None,
+        report_to: None,
     }
+}
+
+/// A client's start of `header`'s method on instance `id` over a broker: nothing stored; the
+/// instance, created by the worker that takes this message, reports how it ended to the
+/// client's response topic `reply_to`.
+pub(crate) fn start_over_broker(
+    id: &WorkflowId,
+    header: &WorkflowHeader,
+    reply_to: &str,
+) -> Outgoing {
+    let mut message = Message::start_workflow(
+        id.clone(),
+        header.workflow.clone(),
+        header.method.clone(),
+        header.input.clone(),
+        None,
+        false,
+    );
+    if let Message::StartWorkflow { reply_to: to, .. } = &mut message {
+        *to = Some(reply_to.to_string());
+    }
+    Outgoing::new(
+        topics::workflow(&header.workflow),
+        id.to_string(),
+        message.encode(),
+        header.started_at,
+    )
+}
+
+/// A client's request that instance `id` (a workflow named `workflow`) report how it ended to
+/// the response topic `reply_to`.
+pub(crate) fn wait_for_result(
+    workflow: &str,
+    id: &WorkflowId,
+    reply_to: &str,
+    at: Timestamp,
+) -> Outgoing {
+    let message = Message::wait_for_result(id.clone(), reply_to);
+    Outgoing::new(
+        topics::workflow(workflow),
+        id.to_string(),
+        message.encode(),
+        at,
+    )
+}
+
+/// What an instance tells a client's response topic: how it ended, or that there is no such
+/// instance. Plain MessagePack: only clients read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Response {
+    /// The instance.
+    pub(crate) workflow_id: WorkflowId,
+    /// Its final state (completed, failed, parked); `None`: no such instance.
+    pub(crate) state: Option<WorkflowState>,
+}
+
+/// Tells each of `report_to` that instance `id` is now in `state` (a final state), at `at`.
+pub(crate) fn responses(
+    report_to: &[String],
+    id: &WorkflowId,
+    state: Option<&WorkflowState>,
+    at: Timestamp,
+) -> Vec<Outgoing> {
+    let response = Response {
+        workflow_id: id.clone(),
+        state: state.cloned(),
+    };
+    // A state encodes (it holds bytes and text); an empty response still wakes the client.
+    let payload = encode(&response).unwrap_or_default();
+    report_to
+        .iter()
+        .map(|topic| Outgoing::new(topic.clone(), id.to_string(), payload.clone(), at))
+        .collect()
 }
 
 /// One step of instance `id` from `version`: appends `append`, publishes `outbox`, consumes
@@ -179,6 +254,7 @@ pub(crate) fn step(
         outbox,
         consumed: Some(consumed),
         dead_letter: None,
+        report_to: None,
     }
 }
 
@@ -192,8 +268,10 @@ pub(crate) fn failed_start(
     reason: String,
     outcome: StepOutcome,
     consumed: Consumed,
+    report_to: Vec<String>,
 ) -> Transition {
-    let outbox = header
+    let state = WorkflowState::Failed(reason.clone());
+    let mut outbox: Vec<Outgoing> = header
         .parent
         .iter()
         .map(|p| {
@@ -206,29 +284,39 @@ pub(crate) fn failed_start(
             )
         })
         .collect();
+    outbox.extend(responses(&report_to, id, Some(&state), header.started_at));
     Transition {
         workflow_id: id.clone(),
         expected_version: version,
         header: Some(header),
-        state: WorkflowState::Failed(reason.clone()),
+        state,
         append: Vec::new(),
         outbox,
         consumed: Some(consumed),
         dead_letter: Some(reason),
+        report_to: (!report_to.is_empty()).then_some(report_to),
     }
 }
 
 /// Parks instance `id` at `version` with `reason`, consuming nothing: the event that found it
-/// unable to go on waits for a fix.
-pub(crate) fn park(id: &WorkflowId, version: u64, reason: &str) -> Transition {
+/// unable to go on waits for a fix. The clients of `report_to` are told.
+pub(crate) fn park(
+    id: &WorkflowId,
+    version: u64,
+    reason: &str,
+    report_to: &[String],
+    at: Timestamp,
+) -> Transition {
+    let state = WorkflowState::Parked(reason.to_string());
     Transition {
         workflow_id: id.clone(),
         expected_version: version,
         header: None,
-        state: WorkflowState::Parked(reason.to_string()),
+        outbox: responses(report_to, id, Some(&state), at),
+        state,
         append: Vec::new(),
-        outbox: Vec::new(),
         consumed: None,
         dead_letter: None,
+        report_to: None,
     }
 }

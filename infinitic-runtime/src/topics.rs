@@ -16,3 +16,11 @@ pub const WORKFLOW_PREFIX: &str = "workflow:";
 pub fn workflow(name: &str) -> String {
     format!("{WORKFLOW_PREFIX}{name}")
 }
+
+/// What every client response topic starts with.
+pub const CLIENT_PREFIX: &str = "client:";
+
+/// The response topic of the client named `name`: instances report there how they ended.
+pub fn client(name: &str) -> String {
+    format!("{CLIENT_PREFIX}{name}")
+}

@@ -2,6 +2,8 @@
 //!
 //! - `embedded`: one worker on an SQLite file in a temporary directory (real file, fsync on),
 //!   which is both the transport and the state store; always;
+//! - `split`: the distributed shape in memory (a transport, a separate state store, clients
+//!   over the transport that only read the state store); always;
 //! - `distributed`: workers on an Apache Pulsar transport with their state in PostgreSQL
 //!   (`Worker::with_backends`), on topics, a subscription and a schema of their own per test;
 //!   with the features `postgres` and `pulsar`. It needs `INFINITIC_PG_URL` and
@@ -28,6 +30,7 @@ mod pulsar;
 mod bad_input;
 mod billing;
 mod children;
+mod clients;
 mod dead_letter;
 mod restart;
 mod retries;
@@ -60,6 +63,10 @@ pub trait Deployment {
 
     /// A client of this deployment.
     fn client(&self) -> Client<Self::S>;
+
+    /// A client as another process opens it, on connections of its own; on the distributed
+    /// deployment it reads PostgreSQL as a role that may only read.
+    fn other_client(&self) -> impl Future<Output = Client<Self::S>> + Send;
 
     /// The transport, to publish raw bytes and read dead letters.
     fn transport(&self) -> &Self::T;
@@ -164,6 +171,11 @@ impl Deployment for Embedded {
         Client::new(self.store.clone())
     }
 
+    async fn other_client(&self) -> Client<SqliteStore> {
+        let path = self.dir.join("store.db");
+        Client::new(SqliteStore::open(path, OpenMode::MustExist).unwrap())
+    }
+
     fn transport(&self) -> &SqliteStore {
         &self.store
     }
@@ -180,6 +192,74 @@ impl Deployment for Embedded {
         worker.shutdown().await;
         let path = self.dir.join("store.db");
         self.store = SqliteStore::open(path, OpenMode::MustExist).unwrap();
+    }
+}
+
+// ---- Split, in memory: the distributed shape without servers ------------------------------
+
+/// The distributed deployment's shape in memory: messages on one backend, workflow state in
+/// another that publishes nothing itself (a relay does), and clients over the "broker" that
+/// never write to the state store. Always run, so `cargo test` covers that path.
+pub struct Split {
+    transport: infinitic::MemoryStore,
+    state: infinitic::store::memory_state::MemoryStateStore,
+}
+
+impl Split {
+    fn new() -> Self {
+        Self {
+            transport: infinitic::MemoryStore::new(),
+            state: infinitic::store::memory_state::MemoryStateStore::new(),
+        }
+    }
+}
+
+impl Deployment for Split {
+    type T = infinitic::MemoryStore;
+    type S = infinitic::store::memory_state::MemoryStateStore;
+
+    fn start(
+        &self,
+        retry: RetryPolicy,
+        register: impl FnOnce(Worker<Self::T, Self::S>) -> Worker<Self::T, Self::S>,
+    ) -> RunningWorker {
+        register(Worker::with_backends(
+            self.transport.clone(),
+            self.state.clone(),
+        ))
+        .config(WorkerConfig {
+            retry,
+            poll_interval: Duration::from_millis(5),
+            task_timeout: Duration::from_secs(5),
+            ..WorkerConfig::default()
+        })
+        .start()
+    }
+
+    fn client(&self) -> Client<Self::S> {
+        Client::with_backends(self.transport.clone(), self.state.clone())
+    }
+
+    async fn other_client(&self) -> Client<Self::S> {
+        self.client()
+    }
+
+    fn transport(&self) -> &Self::T {
+        &self.transport
+    }
+
+    fn patience(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
+    async fn stop(self, worker: RunningWorker) {
+        worker.shutdown().await;
+        assert_eq!(self.state.outbox(10).await.unwrap(), Vec::new());
+    }
+
+    async fn restart(&mut self, worker: RunningWorker) {
+        // Memory outlives the worker, as files and servers outlive a process.
+        worker.shutdown().await;
     }
 }
 
@@ -240,7 +320,20 @@ impl Deployment for Distributed {
     }
 
     fn client(&self) -> Client<Self::S> {
-        Client::new(self.state.clone())
+        Client::with_backends(self.transport.clone(), self.state.clone())
+    }
+
+    async fn other_client(&self) -> Client<Self::S> {
+        use infinitic::store::pulsar::PulsarTransport;
+        let (url, schema) = &self.pg;
+        let reader = pg::read_only_role(url, schema);
+        let state = infinitic::PostgresStore::connect(&reader, pg::options(schema))
+            .await
+            .unwrap_or_else(|e| panic!("connect as a reader: {e}"));
+        let transport = PulsarTransport::connect(self.transport.options().clone())
+            .await
+            .unwrap();
+        Client::with_backends(transport, state)
     }
 
     fn transport(&self) -> &Self::T {
@@ -284,6 +377,14 @@ macro_rules! on_every_deployment {
                 })*
             })*
         }
+        mod split {
+            $(mod $module {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::$module::$case(crate::Split::new()).await
+                })*
+            })*
+        }
         #[cfg(all(feature = "postgres", feature = "pulsar"))]
         mod distributed {
             $(mod $module {
@@ -307,6 +408,10 @@ on_every_deployment!(
     ],
     timers: [a_timer_never_fires_early],
     children: [a_parent_awaits_two_children_and_combines_their_results],
+    clients: [
+        another_process_awaits_results_by_id,
+        waiting_clients_learn_of_parks_and_failed_starts,
+    ],
     dead_letter: [a_method_the_worker_lacks_is_unknown_and_dead_lettered],
     bad_input: [garbage_on_our_topics_is_dead_lettered_and_workers_go_on],
     restart: [new_workers_take_over_a_workflow_waiting_on_a_timer],

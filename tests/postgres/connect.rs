@@ -24,6 +24,7 @@ fn create(id: &str) -> Transition {
         outbox: Vec::new(),
         consumed: None,
         dead_letter: None,
+        report_to: None,
     }
 }
 

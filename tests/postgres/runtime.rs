@@ -64,7 +64,7 @@ async fn workflows_run_to_their_end_with_their_state_in_postgres() {
         .workflow(StepsImpl::default)
         .config(config())
         .start();
-    let client = Client::new(state.clone());
+    let client = Client::with_backends(transport.clone(), state.clone());
     let mut handles = Vec::new();
     for n in 0..20u64 {
         let handle = client.dispatch_with_id(format!("steps-{n}"), StepsStub.run(n * 10));

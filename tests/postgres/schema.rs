@@ -167,6 +167,7 @@ async fn write_fixture() {
                     delivery: DeliveryId::new(1),
                 }),
                 dead_letter: None,
+                report_to: None,
             };
             let outcome = store.commit(vec![transition]).await.unwrap();
             assert_eq!(outcome, vec![CommitOutcome::Committed]);
@@ -235,6 +236,7 @@ async fn a_v1_database_opens_and_every_instance_loads_as_written() {
             delivery: DeliveryId::new(9),
         }),
         dead_letter: None,
+        report_to: None,
     };
     let outcome = store.commit(vec![again(CONSUMED)]).await.unwrap();
     assert_eq!(outcome, vec![CommitOutcome::Conflict]);
@@ -367,6 +369,7 @@ async fn consumed_ids_are_forgotten_after_their_retention() {
             delivery: DeliveryId::new(version),
         }),
         dead_letter: None,
+        report_to: None,
     };
     // The first batch's prune runs right after it: with no retention, the id is forgotten.
     let outcome = store.commit(vec![step(0, "m-1")]).await.unwrap();

@@ -93,6 +93,19 @@ impl Server {
     }
 }
 
+/// The URL of `infinitic_reader`, a role `scripts/postgres.sh` creates with no rights,
+/// after granting it reads (only) of `schema` on the database of `url`.
+pub fn read_only_role(url: &str, schema: &str) -> String {
+    let reader = std::env::var("INFINITIC_PG_READER_URL")
+        .expect("INFINITIC_PG_READER_URL (written by scripts/postgres.sh start)");
+    let sql = format!(
+        "GRANT USAGE ON SCHEMA {schema} TO infinitic_reader;
+         GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO infinitic_reader;"
+    );
+    Server::try_psql(url, &sql).unwrap_or_else(|e| panic!("grant reads to the reader: {e}"));
+    reader
+}
+
 /// The default options, in `schema`.
 pub fn options(schema: &str) -> PostgresOptions {
     PostgresOptions {

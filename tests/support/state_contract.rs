@@ -174,6 +174,7 @@ fn transition(
         outbox,
         consumed,
         dead_letter: None,
+        report_to: None,
     }
 }
 

@@ -14,6 +14,8 @@ pub(crate) struct Columns {
     /// The appended events as one value (one history row per transition); `None` when nothing
     /// is appended.
     pub(crate) events: Option<Vec<u8>>,
+    /// The clients' response topics, when the transition replaces them.
+    pub(crate) report_to: Option<Vec<u8>>,
 }
 
 impl Columns {
@@ -30,8 +32,19 @@ impl Columns {
                 true => None,
                 false => Some(encode(&t.append).map_err(encoded)?),
             },
+            report_to: t
+                .report_to
+                .as_ref()
+                .map(encode)
+                .transpose()
+                .map_err(encoded)?,
         })
     }
+}
+
+/// The clients' response topics a `report_to` column holds (none when it is empty).
+pub(crate) fn decode_report_to(bytes: Option<&[u8]>) -> Result<Vec<String>, CodecError> {
+    bytes.map_or(Ok(Vec::new()), decode)
 }
 
 /// The events one history row holds.

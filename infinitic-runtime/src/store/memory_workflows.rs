@@ -19,6 +19,7 @@ struct Instance {
     state: WorkflowState,
     version: u64,
     history: Vec<HistoryEvent>,
+    report_to: Vec<String>,
 }
 
 impl WorkflowTable {
@@ -55,6 +56,9 @@ impl WorkflowTable {
                     instance.header.started_at = header.started_at;
                 }
                 instance.history.extend(t.append.iter().cloned());
+                if let Some(report_to) = &t.report_to {
+                    instance.report_to.clone_from(report_to);
+                }
             }
             None => {
                 if let Some(header) = t.header.clone() {
@@ -63,6 +67,7 @@ impl WorkflowTable {
                         state: t.state.clone(),
                         version: 1,
                         history: t.append.clone(),
+                        report_to: t.report_to.clone().unwrap_or_default(),
                     };
                     self.instances.insert(t.workflow_id.clone(), instance);
                 }
@@ -80,6 +85,7 @@ impl WorkflowTable {
                 true => w.history.clone(),
                 false => Vec::new(),
             },
+            report_to: w.report_to.clone(),
         })
     }
 }

@@ -229,6 +229,9 @@ pub struct StoredWorkflow {
     pub version: u64,
     /// Its history (empty when loaded without it).
     pub history: Vec<HistoryEvent>,
+    /// Clients' response topics the instance reports to when it ends (see
+    /// [`Transition::report_to`]).
+    pub report_to: Vec<String>,
 }
 
 /// One atomic state change of one instance.
@@ -251,6 +254,9 @@ pub struct Transition {
     /// Set when the consumed message could not be processed: it is moved to the dead letters
     /// with this reason instead of being deleted.
     pub dead_letter: Option<String>,
+    /// `Some`: replaces the clients' response topics the instance reports to when it ends
+    /// (a client waiting over a broker asked for it); `None` keeps them.
+    pub report_to: Option<Vec<String>>,
 }
 
 /// A consumed message: its id (what a state store records, so a redelivery is recognised)

@@ -5,7 +5,7 @@
 //! use.
 
 use super::connection::{runtime_error, Target};
-use crate::store::encoding::decode_events;
+use crate::store::encoding::{decode_events, decode_report_to};
 use crate::store::{
     OutboxEntry, Outgoing, StoreError, StoredWorkflow, WorkflowHeader, WorkflowState,
 };
@@ -33,7 +33,8 @@ struct Reader {
     clear: Statement,
 }
 
-const COLUMNS: &str = "generation, workflow, method, input, started_at, parent, state, version";
+const COLUMNS: &str =
+    "generation, workflow, method, input, started_at, parent, state, version, report_to";
 
 impl Reader {
     async fn open(target: &Target, schema: &str) -> Result<Self, StoreError> {
@@ -177,9 +178,12 @@ fn instance(id: &WorkflowId, row: &Row, with_history: bool) -> Result<StoredWork
     let Some(version) = version else {
         return Err(undecodable("version", "not a positive integer".into()));
     };
+    let report_to: Option<Vec<u8>> = row.try_get(8).map_err(|e| column("response topics", e))?;
+    let report_to = decode_report_to(report_to.as_deref())
+        .map_err(|e| undecodable("response topics", e.to_string()))?;
     let mut history = Vec::new();
     if with_history {
-        let rows: Vec<Vec<u8>> = row.try_get(8).map_err(|e| column("history", e))?;
+        let rows: Vec<Vec<u8>> = row.try_get(9).map_err(|e| column("history", e))?;
         for (index, bytes) in rows.iter().enumerate() {
             let events = decode_events(bytes)
                 .map_err(|e| undecodable(&format!("history row {index}"), e.to_string()))?;
@@ -199,6 +203,7 @@ fn instance(id: &WorkflowId, row: &Row, with_history: bool) -> Result<StoredWork
         state,
         version,
         history,
+        report_to,
     })
 }
 

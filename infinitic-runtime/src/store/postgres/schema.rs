@@ -13,7 +13,10 @@ use tokio_postgres::Client;
 /// How to bring each older schema to the next: `MIGRATIONS[i]` turns version `i + 1` into
 /// `i + 2`; `{schema}` stands for the quoted schema name. Never edit an entry that has
 /// shipped; append.
-const MIGRATIONS: &[&str] = &[];
+const MIGRATIONS: &[&str] = &[
+    // 1 -> 2: clients' response topics (none for every instance stored before).
+    "ALTER TABLE {schema}.workflows ADD COLUMN report_to bytea;",
+];
 
 /// The schema version this build writes, stored in the `schema_version` table.
 pub const SCHEMA_VERSION: i32 = 1 + MIGRATIONS.len() as i32;
@@ -33,7 +36,8 @@ CREATE TABLE {schema}.workflows (
     parent      bytea,
     state       bytea       NOT NULL,
     version     bigint      NOT NULL,
-    updated_at  timestamptz NOT NULL
+    updated_at  timestamptz NOT NULL,
+    report_to   bytea                   -- clients' response topics, encoded; NULL: none
 );
 CREATE TABLE {schema}.history (
     workflow_id text        NOT NULL,

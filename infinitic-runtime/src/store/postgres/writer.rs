@@ -158,13 +158,13 @@ fn transition_sql(schema: &str, changed: &str) -> String {
 }
 
 /// A transition from version 0: inserts the instance. Extra parameters: $10 generation,
-/// $11 workflow, $12 method, $13 input, $14 started at, $15 parent.
+/// $11 workflow, $12 method, $13 input, $14 started at, $15 parent, $16 response topics.
 fn create_sql(schema: &str) -> String {
     let changed = format!(
         "INSERT INTO {schema}.workflows (id, generation, workflow, method, input, started_at,
-                                         parent, state, version, updated_at)
+                                         parent, state, version, updated_at, report_to)
          SELECT $1::text, $10::bigint, $11::text, $12::text, $13::bytea, $14::bigint,
-                $15::bytea, $3::bytea, 1, now()
+                $15::bytea, $3::bytea, 1, now(), $16::bytea
          WHERE $2::bigint = 0 AND NOT EXISTS (SELECT 1 FROM seen)
          ON CONFLICT (id) DO NOTHING
          RETURNING id"
@@ -173,12 +173,13 @@ fn create_sql(schema: &str) -> String {
 }
 
 /// A transition from a version above 0: compare-and-set update. Extra parameter: $10 the new
-/// start time (a pending instance starting), or NULL.
+/// start time (a pending instance starting), or NULL; $11 the new response topics, or NULL.
 fn step_sql(schema: &str) -> String {
     let changed = format!(
         "UPDATE {schema}.workflows
          SET state = $3::bytea, version = version + 1, updated_at = now(),
-             started_at = coalesce($10::bigint, started_at)
+             started_at = coalesce($10::bigint, started_at),
+             report_to = coalesce($11::bytea, report_to)
          WHERE id = $1::text AND version = $2::bigint AND NOT EXISTS (SELECT 1 FROM seen)
          RETURNING id"
     );
@@ -447,9 +448,10 @@ fn parameters(t: &Encoded) -> Vec<&(dyn ToSql + Sync)> {
                 &header.input,
                 &t.started_at,
                 &t.columns.parent,
+                &t.columns.report_to,
             ]);
         }
-        _ => params.push(&t.started_at),
+        _ => params.extend([&t.started_at as &(dyn ToSql + Sync), &t.columns.report_to]),
     }
     params
 }

@@ -16,6 +16,8 @@ use std::path::Path;
 const MIGRATIONS: &[&str] = &[
     // 1 -> 2: the instance generation (0 for every instance stored before).
     "ALTER TABLE workflows ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;",
+    // 2 -> 3: clients' response topics (none for every instance stored before).
+    "ALTER TABLE workflows ADD COLUMN report_to BLOB;",
 ];
 
 /// Schema version stored in `PRAGMA user_version`.
@@ -41,7 +43,8 @@ CREATE TABLE IF NOT EXISTS workflows (
     state       BLOB    NOT NULL,
     version     INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
-    generation  INTEGER NOT NULL DEFAULT 0
+    generation  INTEGER NOT NULL DEFAULT 0,
+    report_to   BLOB    -- clients' response topics, encoded; NULL: none
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     workflow_id TEXT    NOT NULL,

@@ -4,7 +4,7 @@
 use super::queue::insert_messages;
 use super::writer::Effects;
 use super::{db, millis, sql_type};
-use crate::store::encoding::{decode_events, Columns};
+use crate::store::encoding::{decode_events, decode_report_to, Columns};
 use crate::store::{
     DeliveryId, Outgoing, StoreError, StoredWorkflow, Transition, WorkflowHeader, WorkflowState,
 };
@@ -29,6 +29,8 @@ pub(super) struct Encoded {
     pub(super) outbox: Vec<Outgoing>,
     pub(super) consumed: Option<DeliveryId>,
     pub(super) dead_letter: Option<String>,
+    /// The clients' response topics, encoded, when the transition replaces them.
+    pub(super) report_to: Option<Vec<u8>>,
 }
 
 impl Encoded {
@@ -37,6 +39,7 @@ impl Encoded {
             state,
             parent,
             events,
+            report_to,
         } = Columns::of(&t)?;
         Ok(Self {
             state,
@@ -48,6 +51,7 @@ impl Encoded {
             outbox: t.outbox,
             consumed: t.consumed.as_ref().map(|c| c.delivery),
             dead_letter: t.dead_letter,
+            report_to,
         })
     }
 }
@@ -100,8 +104,8 @@ pub(super) fn try_apply(
         let inserted = c
             .prepare_cached(
                 "INSERT INTO workflows (id, workflow, method, input, started_at, parent, state,
-                                        version, updated_at, generation)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)
+                                        version, updated_at, generation, report_to)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10)
                  ON CONFLICT (id) DO NOTHING",
             )
             .map_err(db)?
@@ -114,7 +118,8 @@ pub(super) fn try_apply(
                 parent,
                 state,
                 now,
-                header.generation.0
+                header.generation.0,
+                t.report_to
             ])
             .map_err(db)?;
         if inserted == 0 {
@@ -127,7 +132,8 @@ pub(super) fn try_apply(
         let updated = c
             .prepare_cached(
                 "UPDATE workflows SET state = ?1, version = version + 1, updated_at = ?2,
-                        started_at = coalesce(?4, started_at)
+                        started_at = coalesce(?4, started_at),
+                        report_to = coalesce(?7, report_to)
                  WHERE id = ?3 AND version = ?5
                    AND (?6 IS NULL OR EXISTS (SELECT 1 FROM queue WHERE id = ?6))",
             )
@@ -138,7 +144,8 @@ pub(super) fn try_apply(
                 id,
                 t.header.as_ref().map(|(h, _)| millis(h.started_at)),
                 expected,
-                t.consumed
+                t.consumed,
+                t.report_to
             ])
             .map_err(db)?;
         if updated == 0 {
@@ -183,12 +190,13 @@ pub(super) fn load(
 ) -> Result<Option<StoredWorkflow>, StoreError> {
     let row = c
         .prepare_cached(
-            "SELECT workflow, method, input, started_at, parent, state, version, generation
+            "SELECT workflow, method, input, started_at, parent, state, version, generation,
+                    report_to
              FROM workflows WHERE id = ?1",
         )
         .map_err(db)?
         .query_row([id.as_str()], |r| {
-            (0..8)
+            (0..9)
                 .map(|i| r.get::<_, Value>(i))
                 .collect::<Result<Vec<_>, _>>()
         })
@@ -270,6 +278,18 @@ pub(super) fn load(
             return Err(undecodable("generation", format!("{found} is not INTEGER")));
         }
     };
+    let report_to = match &row[8] {
+        Value::Null => Vec::new(),
+        Value::Blob(bytes) => decode_report_to(Some(bytes))
+            .map_err(|e| undecodable("response topics", e.to_string()))?,
+        other => {
+            let found = sql_type(other.data_type());
+            return Err(undecodable(
+                "response topics",
+                format!("{found} is not a BLOB"),
+            ));
+        }
+    };
     let Some(version) = version else {
         return Err(undecodable(
             "version",
@@ -316,5 +336,6 @@ pub(super) fn load(
         state,
         version,
         history,
+        report_to,
     }))
 }

@@ -78,7 +78,7 @@ impl Op {
             Op::Load(.., tx) => Answer::Loaded(
                 tx,
                 result.and_then(|o| match o {
-                    Output::Loaded(w) => Ok(w),
+                    Output::Loaded(w) => Ok(w.map(|w| *w)),
                     _ => Err(mismatch()),
                 }),
             ),
@@ -99,7 +99,7 @@ pub(super) enum Output {
     Received(Received),
     Committed(Vec<CommitOutcome>),
     Ids(std::ops::Range<u64>),
-    Loaded(Option<StoredWorkflow>),
+    Loaded(Option<Box<StoredWorkflow>>),
     Dead(Vec<DeadLetter>),
 }
 
@@ -414,7 +414,9 @@ impl Writer {
                 }
                 Ok(Output::Committed(outcomes))
             }
-            Op::Load(id, with_history, _) => load(c, id, *with_history).map(Output::Loaded),
+            Op::Load(id, with_history, _) => {
+                load(c, id, *with_history).map(|w| Output::Loaded(w.map(Box::new)))
+            }
             Op::DeadLetters(limit, _) => dead_letters(c, *limit).map(Output::Dead),
             Op::ReserveIds(count, _) => reserve_ids(c, *count).map(Output::Ids),
         }

@@ -48,6 +48,8 @@ pub(super) struct Live {
     pub(super) generation: Generation,
     pub(super) workflow: String,
     pub(super) parent: Option<ParentStep>,
+    /// Clients' response topics, told how the instance ended.
+    pub(super) report_to: Vec<String>,
 }
 
 impl Instances {
@@ -167,6 +169,7 @@ impl Instances {
                             input,
                             parent,
                             pending,
+                            reply_to,
                         },
                     )) => {
                         // On a redelivery, look the instance up: it may have started already.
@@ -178,6 +181,7 @@ impl Instances {
                             method,
                             input,
                             parent,
+                            reply_to,
                         };
                         let started = self.start(store, consumed, pending, start).await;
                         (Some(workflow_id), started)
@@ -203,7 +207,9 @@ impl Instances {
                                         t.dead_letter = Some(reason);
                                         Ok(Effect::Transition(t))
                                     }
-                                    Ok(Effect::Ack) => Err(NotApplied::Never(reason)),
+                                    Ok(Effect::Ack | Effect::Reply(_)) => {
+                                        Err(NotApplied::Never(reason))
+                                    }
                                     Err(NotApplied::Never(error)) => {
                                         Err(NotApplied::Never(format!("{reason} ({error})")))
                                     }
@@ -225,6 +231,16 @@ impl Instances {
                         let signal = IncomingSignal { id, channel, value };
                         let applied = self.signal(store, consumed, &workflow_id, signal).await;
                         (Some(workflow_id), applied)
+                    }
+                    Ok((
+                        consumed,
+                        Message::WaitForResult {
+                            workflow_id,
+                            reply_to,
+                        },
+                    )) => {
+                        let watched = self.watch(store, consumed, &workflow_id, reply_to).await;
+                        (Some(workflow_id), watched)
                     }
                     Ok(other) => (
                         None,
@@ -437,6 +453,8 @@ enum Found {
 pub(super) enum Effect {
     Transition(Box<Transition>),
     Ack,
+    /// Ack, publishing these with it (answers that change no instance).
+    Reply(Vec<Outgoing>),
 }
 
 impl Effect {
@@ -454,6 +472,10 @@ impl Effect {
             Effect::Ack => Some(Settlement::Ack {
                 delivery: consumed,
                 publish: Vec::new(),
+            }),
+            Effect::Reply(publish) => Some(Settlement::Ack {
+                delivery: consumed,
+                publish,
             }),
         }
     }
@@ -496,6 +518,9 @@ impl Live {
             }
             Status::Parked(reason) => WorkflowState::Parked(reason.to_string()),
         };
+        if state.is_final() {
+            outbox.extend(protocol::responses(&self.report_to, id, Some(&state), at));
+        }
         let transition = protocol::step(id, self.version, header, state, append, outbox, consumed);
         self.version += 1;
         transition

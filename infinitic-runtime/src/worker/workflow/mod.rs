@@ -25,6 +25,7 @@ mod not_applied;
 mod oversized;
 mod parked;
 mod rebuild;
+mod report;
 mod signals;
 mod start;
 

@@ -30,7 +30,16 @@ impl NotApplied {
                 state,
                 ..
             } if !matches!(state, Some(WorkflowState::Parked(_))) => {
-                Some(Box::new(protocol::park(id, *version, &error.to_string())))
+                // Its response topics cannot be read either: a waiting client sees the park
+                // in the instance's status.
+                let never = infinitic_core::Timestamp::from_millis(0);
+                Some(Box::new(protocol::park(
+                    id,
+                    *version,
+                    &error.to_string(),
+                    &[],
+                    never,
+                )))
             }
             _ => None,
         };

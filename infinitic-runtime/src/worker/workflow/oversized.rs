@@ -5,6 +5,7 @@
 
 use super::Batch;
 use crate::store::{Outgoing, WorkflowState};
+use crate::{protocol, topics};
 use infinitic_core::WorkflowId;
 
 /// Parks the instances of `batch` whose transitions would send a message above `limit` bytes
@@ -23,8 +24,20 @@ pub(super) fn park_oversized(batch: &mut Batch, limit: usize) -> Vec<WorkflowId>
             message.topic
         );
         tracing::warn!(%reason, workflow = %transition.workflow_id, "workflow parked");
-        transition.outbox.clear();
-        transition.state = WorkflowState::Parked(reason);
+        // Clients waiting for the result are told of the park instead (a short message).
+        let clients: Vec<String> = transition
+            .outbox
+            .iter()
+            .filter(|m| m.topic.starts_with(topics::CLIENT_PREFIX))
+            .map(|m| m.topic.clone())
+            .collect();
+        let at = transition.outbox.first().map(|m| m.deliver_at);
+        let state = WorkflowState::Parked(reason);
+        transition.outbox = match at {
+            Some(at) => protocol::responses(&clients, &transition.workflow_id, Some(&state), at),
+            None => Vec::new(),
+        };
+        transition.state = state;
         parked.push(transition.workflow_id.clone());
     }
     parked

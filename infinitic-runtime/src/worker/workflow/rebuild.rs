@@ -65,6 +65,8 @@ impl Instances {
                 &stored.id,
                 stored.version,
                 &reason,
+                &stored.report_to,
+                self.clock.now(),
             ))),
             reason: format!("workflow {} parked: {reason}", stored.id),
         };
@@ -80,6 +82,7 @@ impl Instances {
                     generation: stored.header.generation,
                     workflow: stored.header.workflow,
                     parent: stored.header.parent,
+                    report_to: stored.report_to,
                 }),
                 replayed.new_commands,
             )),

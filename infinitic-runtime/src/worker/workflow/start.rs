@@ -23,10 +23,15 @@ impl Instances {
             method,
             input,
             parent,
+            reply_to,
         }: StartRequest,
     ) -> Result<Effect, NotApplied> {
         if self.cache.get(&id).is_some() {
-            return Ok(Effect::Ack); // duplicate start
+            // Started already: a duplicate, or a second client's start of the same id.
+            return match reply_to {
+                Some(reply_to) => self.watch(store, consumed, &id, reply_to).await,
+                None => Ok(Effect::Ack),
+            };
         }
         let expected_version = if pending {
             // Stored as pending (first version) with this message: no round trip to the
@@ -40,11 +45,18 @@ impl Instances {
                 .map_err(|e| NotApplied::store(&id, e))?;
             match &existing {
                 Some(stored) if stored.state == WorkflowState::Pending => stored.version,
-                Some(_) => return Ok(Effect::Ack), // already started: a duplicate
+                // Started already: a duplicate, or a second client's start of the same id.
+                Some(_) => {
+                    return match reply_to {
+                        Some(reply_to) => self.watch(store, consumed, &id, reply_to).await,
+                        None => Ok(Effect::Ack),
+                    }
+                }
                 None => 0,
             }
         };
         let at = self.clock.now();
+        let report_to: Vec<String> = reply_to.into_iter().collect();
         let header = WorkflowHeader {
             generation,
             workflow: workflow.clone(),
@@ -61,6 +73,7 @@ impl Instances {
                 reason,
                 outcome,
                 consumed.clone(),
+                report_to.clone(),
             );
             Effect::transition(failed)
         };
@@ -90,9 +103,10 @@ impl Instances {
             generation,
             workflow,
             parent,
+            report_to: report_to.clone(),
         };
         let append = scheduled(&progress.commands);
-        let transition = live.transition(
+        let mut transition = live.transition(
             &id,
             Some(header),
             append,
@@ -100,6 +114,7 @@ impl Instances {
             &progress.status,
             (consumed, at),
         );
+        transition.report_to = (!report_to.is_empty()).then_some(report_to);
         self.cache.keep(id, live, &progress.status);
         Ok(Effect::transition(self.run_tasks_here(transition)))
     }
@@ -119,4 +134,6 @@ pub(super) struct StartRequest {
     pub(super) input: Vec<u8>,
     /// The parent step waiting for it, for a child workflow.
     pub(super) parent: Option<ParentStep>,
+    /// The response topic of the client that started it over a broker.
+    pub(super) reply_to: Option<String>,
 }

@@ -1,5 +1,20 @@
-//! The client: start workflows, await their results, ask for their status, from any process
-//! that can reach the store.
+//! The client: start workflows, await their results, send signals, ask for their status,
+//! from any process that can reach the deployment.
+//!
+//! Two ways to reach it:
+//! - [`Client::new`] on an embedded store (both transport and state store): a start is
+//!   stored with its message in one commit, and a result is read from the store when this
+//!   process's workers finish the instance (other processes' commits are polled);
+//! - [`Client::with_backends`] over a broker: the client never writes to the state store. A
+//!   start is a message carrying the client's own response topic, and the instance reports
+//!   there how it ended; a handle built from an id asks the instance to report there too (it
+//!   is answered at once if the instance has ended). The state store is only read: status,
+//!   history, and one look when a handle starts waiting.
+
+mod handle;
+mod responses;
+
+pub use handle::WorkflowHandle;
 
 use crate::clock::{Clock, WallClock};
 use crate::protocol;
@@ -7,12 +22,13 @@ use crate::status::Description;
 use crate::store::{
     CommitOutcome, StateStore, StoreError, Transport, WorkflowHeader, WorkflowState,
 };
+use crate::topics;
 use infinitic_core::{
     ChannelRef, EncodeError, Generation, LimitError, Limits, WorkflowCall, WorkflowId,
 };
+use responses::{Link, Responses};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,20 +113,82 @@ pub enum ClientError {
     },
 }
 
-/// Starts workflows and reads their results.
+/// Starts workflows, sends them signals and reads their results.
 #[derive(Clone, Debug)]
 pub struct Client<S> {
     store: S,
+    reach: Reach,
     poll_interval: Duration,
     limits: Limits,
     clock: Arc<dyn Clock>,
 }
 
-impl<S: StateStore + Clone> Client<S> {
-    /// A client on `store`.
+/// How a client reaches the workers.
+#[derive(Clone)]
+enum Reach {
+    /// Starts written to the store, other messages sent on this transport (the store itself,
+    /// for the embedded stores).
+    Store(Arc<dyn Link>),
+    /// Over a broker, with a response topic of its own.
+    Broker(Arc<Responses>),
+}
+
+impl std::fmt::Debug for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reach::Store(_) => f.write_str("Store"),
+            Reach::Broker(responses) => write!(f, "Broker({})", responses.topic()),
+        }
+    }
+}
+
+impl<S: StateStore + Transport + Clone> Client<S> {
+    /// A client on an embedded store, both transport and state store: a start is stored with
+    /// its message in one commit.
     pub fn new(store: S) -> Self {
+        let link: Arc<dyn Link> = Arc::new(store.clone());
+        Self::reaching(store, Reach::Store(link))
+    }
+}
+
+impl<S: StateStore + Clone> Client<S> {
+    /// A client over a broker: starts, signals and requests for results travel on
+    /// `transport`; `store` is only read (status, history, whether an instance has ended), so
+    /// read-only database credentials do. Results come back on a response topic of this
+    /// client's own (`client:` and a random id), read by a task started on the first wait
+    /// (which needs a tokio runtime) and stopped when the last clone of the client is dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(
+    /// #     transport: infinitic_runtime::store::memory::MemoryStore,
+    /// #     state: infinitic_runtime::store::memory_state::MemoryStateStore,
+    /// # ) {
+    /// use infinitic_runtime::client::Client;
+    /// let client = Client::with_backends(transport, state);
+    /// let handle = client.handle::<u64>("order-7");
+    /// let total = handle.result().await; // reported by the instance, not polled
+    /// # let _ = total;
+    /// # }
+    /// ```
+    pub fn with_backends<T: Transport + Clone>(transport: T, store: S) -> Self {
+        let topic = topics::client(&uuid::Uuid::now_v7().simple().to_string());
+        let responses = Responses::new(topic, Arc::new(transport));
+        Self::reaching(store, Reach::Broker(Arc::new(responses)))
+    }
+
+    /// A client that writes starts to `store` itself, each with its message in the store's
+    /// outbox (relayed by the workers), and sends signals on `transport`: starting works
+    /// while the broker is down, at the price of write access to the database. Results are
+    /// read from the store (polled). Prefer [`Self::with_backends`], which needs no database
+    /// writes.
+    pub fn with_store_writes<T: Transport + Clone>(transport: T, store: S) -> Self {
+        Self::reaching(store, Reach::Store(Arc::new(transport)))
+    }
+
+    fn reaching(store: S, reach: Reach) -> Self {
         Self {
             store,
+            reach,
             poll_interval: Duration::from_millis(50),
             limits: Limits::default(),
             clock: Arc::new(WallClock),
@@ -141,6 +219,14 @@ impl<S: StateStore + Clone> Client<S> {
         self
     }
 
+    /// The topic instances report their results to, for a client over a broker.
+    pub fn response_topic(&self) -> Option<&str> {
+        match &self.reach {
+            Reach::Store(_) => None,
+            Reach::Broker(responses) => Some(responses.topic()),
+        }
+    }
+
     /// Starts `call` on a new instance with a random id and returns its handle at once.
     ///
     /// Retrying safely: [`ClientError::OutcomeUnknown`] carries the id that may have been
@@ -157,6 +243,10 @@ impl<S: StateStore + Clone> Client<S> {
 
     /// Starts `call` on the instance `id`, unless that instance already exists: then returns
     /// its handle (at most one instance per id).
+    ///
+    /// Over a broker the start is a message: the instance appears in the store when a worker
+    /// takes it (until then the handle's status is `Pending`), and the handle's result is
+    /// reported to this client even when another client started the instance.
     pub async fn dispatch_with_id<R>(
         &self,
         id: impl Into<WorkflowId>,
@@ -175,20 +265,38 @@ impl<S: StateStore + Clone> Client<S> {
             started_at: self.clock.now(),
             parent: None,
         };
-        let transition = protocol::start_pending(&id, header);
-        // A conflict means the instance exists already: same handle, nothing started twice.
-        let _: Vec<CommitOutcome> =
-            self.store
-                .commit(vec![transition])
-                .await
-                .map_err(|error| match error {
-                    StoreError::OutcomeUnknown(reason) => ClientError::OutcomeUnknown {
-                        id: id.clone(),
-                        reason,
-                    },
-                    other => ClientError::Store(other),
-                })?;
-        Ok(self.handle(id))
+        let unknown = |reason: String| ClientError::OutcomeUnknown {
+            id: id.clone(),
+            reason,
+        };
+        match &self.reach {
+            Reach::Store(_) => {
+                let transition = protocol::start_pending(&id, header);
+                // A conflict means the instance exists already: same handle, nothing started
+                // twice.
+                let _: Vec<CommitOutcome> =
+                    self.store
+                        .commit(vec![transition])
+                        .await
+                        .map_err(|error| match error {
+                            StoreError::OutcomeUnknown(reason) => unknown(reason),
+                            other => ClientError::Store(other),
+                        })?;
+                Ok(self.handle(id))
+            }
+            Reach::Broker(responses) => {
+                let start = protocol::start_over_broker(&id, &header, responses.topic());
+                // A start sent twice starts one instance: the worker recognises the id.
+                responses
+                    .publish(vec![start])
+                    .await
+                    .map_err(|error| match error {
+                        StoreError::OutcomeUnknown(reason) => unknown(reason),
+                        other => ClientError::Store(other),
+                    })?;
+                Ok(WorkflowHandle::started(self.clone(), id, header.workflow))
+            }
+        }
     }
 
     /// Starts `call` and waits for its result.
@@ -198,11 +306,7 @@ impl<S: StateStore + Clone> Client<S> {
 
     /// A handle on an existing instance (from another process, say).
     pub fn handle<R>(&self, id: impl Into<WorkflowId>) -> WorkflowHandle<R, S> {
-        WorkflowHandle {
-            id: id.into(),
-            client: self.clone(),
-            _result: PhantomData,
-        }
+        WorkflowHandle::of(self.clone(), id.into())
     }
 
     /// Where an instance stands and what it waits on (calls, timers, children with their own
@@ -229,13 +333,14 @@ impl<S: StateStore + Clone> Client<S> {
     pub async fn status(&self, id: &WorkflowId) -> Result<Option<WorkflowState>, ClientError> {
         Ok(self.store.load(id, false).await?.map(|w| w.state))
     }
-}
 
-impl<S: StateStore + Transport + Clone> Client<S> {
     /// Sends `value` to channel `channel` of instance `id` (a signal: an approval, a webhook's
     /// news, a cancellation). The instance receives it when its code waits on the channel, or
-    /// buffers it until then. An instance that does not exist or has ended is an error at
-    /// once; nothing is sent.
+    /// buffers it until then. An instance that has ended or is of another workflow is an
+    /// error at once; nothing is sent. One that does not exist is too, on an embedded store;
+    /// over a broker it may still be starting (its start travels ahead of the signal on the
+    /// same ordered key), so the signal is sent, and dead-lettered with the reason if no such
+    /// instance starts.
     ///
     /// ```no_run
     /// # use infinitic_core::ChannelRef;
@@ -267,24 +372,25 @@ impl<S: StateStore + Transport + Clone> Client<S> {
             EncodeError::Limit(limit) => ClientError::Limit(limit),
             EncodeError::Codec(codec) => ClientError::BadCall(codec.to_string()),
         })?;
-        let stored = self
-            .store
-            .load(&id, false)
-            .await?
-            .ok_or_else(|| ClientError::NotFound(id.clone()))?;
-        if let WorkflowState::Completed(_) | WorkflowState::Failed(_) = &stored.state {
-            return Err(ClientError::Ended {
-                id,
-                state: stored.state.to_string(),
-            });
-        }
-        if stored.header.workflow != channel.workflow() {
-            return Err(ClientError::WrongWorkflow {
-                id,
-                channel: channel.channel().to_string(),
-                expected: channel.workflow().to_string(),
-                actual: stored.header.workflow,
-            });
+        match self.store.load(&id, false).await? {
+            Some(stored) => {
+                if let WorkflowState::Completed(_) | WorkflowState::Failed(_) = &stored.state {
+                    return Err(ClientError::Ended {
+                        id,
+                        state: stored.state.to_string(),
+                    });
+                }
+                if stored.header.workflow != channel.workflow() {
+                    return Err(ClientError::WrongWorkflow {
+                        id,
+                        channel: channel.channel().to_string(),
+                        expected: channel.workflow().to_string(),
+                        actual: stored.header.workflow,
+                    });
+                }
+            }
+            None if matches!(self.reach, Reach::Broker(_)) => {} // may be starting
+            None => return Err(ClientError::NotFound(id)),
         }
         let message = protocol::signal(
             channel.workflow(),
@@ -294,93 +400,14 @@ impl<S: StateStore + Transport + Clone> Client<S> {
             &signal_id.into(),
             self.clock.now(),
         );
-        self.store.publish(vec![message]).await?;
+        self.publish(vec![message]).await?;
         Ok(())
     }
-}
 
-/// A started workflow instance whose method returns `R`.
-#[derive(Debug, Clone)]
-pub struct WorkflowHandle<R, S> {
-    id: WorkflowId,
-    client: Client<S>,
-    _result: PhantomData<fn() -> R>,
-}
-
-impl<R: DeserializeOwned, S: StateStore + Clone> WorkflowHandle<R, S> {
-    /// The instance's id: keep it to find the instance again, from any process.
-    pub fn id(&self) -> &WorkflowId {
-        &self.id
-    }
-
-    /// Where the instance stands.
-    pub async fn status(&self) -> Result<WorkflowState, ClientError> {
-        self.client
-            .status(&self.id)
-            .await?
-            .ok_or_else(|| ClientError::NotFound(self.id.clone()))
-    }
-
-    /// The result, if the instance has one already.
-    pub async fn try_result(&self) -> Result<Option<R>, ClientError> {
-        match self.status().await? {
-            WorkflowState::Completed(bytes) => {
-                self.client
-                    .limits
-                    .decode(&bytes)
-                    .map(Some)
-                    .map_err(|e| ClientError::BadResult {
-                        id: self.id.clone(),
-                        reason: e.to_string(),
-                    })
-            }
-            WorkflowState::Failed(reason) => Err(ClientError::Failed {
-                id: self.id.clone(),
-                reason,
-            }),
-            WorkflowState::Parked(reason) => Err(ClientError::Parked {
-                id: self.id.clone(),
-                reason,
-            }),
-            WorkflowState::Pending | WorkflowState::Running => Ok(None),
-        }
-    }
-
-    /// Waits for the result at most `timeout`: [`ClientError::TimedOut`] after it (the
-    /// instance goes on; ask again later, from any process, with its id).
-    ///
-    /// ```no_run
-    /// # async fn demo(handle: infinitic_runtime::client::WorkflowHandle<u64, infinitic_runtime::store::memory::MemoryStore>) {
-    /// use infinitic_runtime::client::ClientError;
-    /// use std::time::Duration;
-    /// let said = match handle.result_within(Duration::from_secs(5)).await {
-    ///     Ok(total) => format!("total {total}"),
-    ///     Err(ClientError::TimedOut { id, .. }) => format!("{id} still running"),
-    ///     Err(other) => format!("failed: {other}"),
-    /// };
-    /// # let _ = said;
-    /// # }
-    /// ```
-    pub async fn result_within(&self, timeout: Duration) -> Result<R, ClientError> {
-        tokio::time::timeout(timeout, self.result())
-            .await
-            .unwrap_or_else(|_| {
-                Err(ClientError::TimedOut {
-                    id: self.id.clone(),
-                    waited: timeout,
-                })
-            })
-    }
-
-    /// Waits for the result.
-    pub async fn result(&self) -> Result<R, ClientError> {
-        let mut finished = self.client.store.finished();
-        loop {
-            if let Some(result) = self.try_result().await? {
-                return Ok(result);
-            }
-            // Woken when this process finishes it; other processes' commits are polled.
-            finished.wait_for(&self.id, self.client.poll_interval).await;
+    async fn publish(&self, messages: Vec<crate::store::Outgoing>) -> Result<(), StoreError> {
+        match &self.reach {
+            Reach::Store(link) => link.publish(messages).await,
+            Reach::Broker(responses) => responses.publish(messages).await,
         }
     }
 }
