@@ -60,6 +60,9 @@ export INFINITIC_POSTGRES_URL="$INFINITIC_PG_URL"   # INFINITIC_PULSAR_URL comes
 export INFINITIC_POSTGRES_SCHEMA="billing_$$"
 export INFINITIC_PULSAR_TOPIC_PREFIX="billing$$"
 export INFINITIC_PULSAR_SUBSCRIPTION="billing$$"
+# A server started with --tls (as scripts/test-distributed.sh does): connect with TLS, checked
+# against its CA.
+if [ -n "${INFINITIC_PG_CA:-}" ]; then export INFINITIC_POSTGRES_CA_FILE="$INFINITIC_PG_CA"; fi
 
 t1=$SECONDS
 "$billing" service-worker --config "$config" > "$run/service-worker.log" 2>&1 &
