@@ -108,10 +108,7 @@ fn options() -> Result<Options, String> {
 fn config(o: &Options) -> Result<Config, String> {
     let mut config = match &o.config {
         Some(path) => Config::load(path),
-        None => {
-            let vars = std::env::vars().filter(|(name, _)| name.starts_with("INFINITIC_"));
-            Config::from_toml(EMBEDDED, "examples/billing/embedded.toml (built in)", vars)
-        }
+        None => Config::from_toml_and_env(EMBEDDED, "examples/billing/embedded.toml (built in)"),
     }
     .map_err(|e| e.to_string())?;
     config.check_build().map_err(|e| e.to_string())?;

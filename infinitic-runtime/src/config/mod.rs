@@ -177,6 +177,19 @@ impl Config {
         Self::from_toml(&text, &path.display().to_string(), process_environment()?)
     }
 
+    /// Reads `text` (`origin` names it in errors) and applies the process's environment
+    /// overrides, as [`Config::load`] does for a file: for a configuration built into a binary.
+    ///
+    /// ```
+    /// use infinitic_runtime::config::Config;
+    /// let config = Config::from_toml_and_env("[embedded]\npath = \"app.db\"", "built in")?;
+    /// assert_eq!(config.origin(), "built in");
+    /// # Ok::<(), infinitic_runtime::config::ConfigError>(())
+    /// ```
+    pub fn from_toml_and_env(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::from_toml(text, origin, process_environment()?)
+    }
+
     /// Reads `text` (a file's content; `origin` names it in errors) and applies the overrides
     /// among `vars` (name, value pairs; other variables are ignored). Tests give their own
     /// variables; [`Config::load`] gives the process's.
