@@ -3,6 +3,11 @@
 //! status and results) and a transport (Pulsar: signals), because `Client::signal` needs one
 //! value that is both. Starts are committed to PostgreSQL and published by a workflow worker's
 //! outbox relay. Only `publish` is used on the transport side; the client consumes nothing.
+//!
+//! When it lands: delete this file and its `mod`; in `distributed.rs` build every client with
+//! `Client::with_backends(transport.clone(), state)` (`status` too, if `Client::new` then needs
+//! a transport); relax `clients::run` to `S: StateStore + Clone` if `signal` no longer needs
+//! `S: Transport`.
 
 use infinitic::store::postgres::PostgresStore;
 use infinitic::store::pulsar::PulsarTransport;
