@@ -4,7 +4,8 @@
 # the tests with `--features postgres` under CI=true (a test whose server is missing fails),
 # and stops the server on exit; then the Pulsar transport's tests (scripts/test-pulsar.sh);
 # then, with PostgreSQL still up and a Pulsar broker of its own, the deployments suite
-# (tests/deployments) on its distributed deployment. Run by .ci/run after the embedded steps.
+# (tests/deployments) on its distributed deployment, and the billing example as three processes
+# (scripts/billing-distributed.sh). Run by .ci/run after the embedded steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,3 +45,8 @@ export INFINITIC_PULSAR_RUN="$pulsar_run"
 source "$(scripts/pulsar.sh start)"
 cargo clippy --workspace --all-targets --features postgres,pulsar -- -D warnings
 cargo test --features postgres,pulsar --test deployments
+
+echo "== billing example as three processes on Pulsar + PostgreSQL (scripts/billing-distributed.sh)"
+# The servers above are reused: a service worker, a workflow worker and a client, configured by
+# examples/billing/distributed.toml with environment overrides.
+bash scripts/billing-distributed.sh

@@ -67,6 +67,7 @@ pub use infinitic_core::{
 };
 pub use infinitic_runtime::client::{Client, ClientError, WorkflowHandle};
 pub use infinitic_runtime::clock::{self, Clock, WallClock};
+pub use infinitic_runtime::config::{self, Config, ConfigError};
 pub use infinitic_runtime::status;
 #[cfg(feature = "postgres")]
 pub use infinitic_runtime::store::postgres::PostgresStore;

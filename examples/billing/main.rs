@@ -1,15 +1,26 @@
-//! The billing workflow of the seed article on the embedded durable runtime: one SQLite file,
-//! no server. Each month, while a user is subscribed: wait for the next month, get the
-//! consumption, request payment, create the invoice, email it.
+//! The billing workflow of the seed article. Each month, while a user is subscribed: wait for
+//! the next month, get the consumption, request payment, create the invoice, email it.
 //!
 //! ```text
-//! cargo run --example billing                      # worker + client in one process
+//! cargo run --example billing                      # worker + client in one process, embedded
 //! cargo run --example billing -- worker            # a worker process ...
 //! cargo run --example billing -- client            # ... and a client process, same file
 //! cargo run --example billing -- status billing-user-1
-//! options: --db PATH (default billing.db)  --month-ms N (default 1000)  --users N (default 3)
-//!          --months N (subscription length, default 3)  --fresh (delete the database first)
+//!
+//! # Three processes on Apache Pulsar + PostgreSQL (see the README):
+//! cargo run --features postgres,pulsar --example billing -- service-worker --config examples/billing/distributed.toml
+//! cargo run --features postgres,pulsar --example billing -- workflow-worker --config examples/billing/distributed.toml
+//! cargo run --features postgres,pulsar --example billing -- client --config examples/billing/distributed.toml
+//!
+//! options: --config FILE (default: examples/billing/embedded.toml, built in)
+//!          --db PATH (embedded only: the database file, default billing.db)
+//!          --month-ms N (default 1000)  --users N (default 3)
+//!          --months N (subscription length, default 3)  --fresh (embedded only: delete the database first)
 //! ```
+//!
+//! Every mode runs on the deployment its configuration file names; `worker` hosts the
+//! services and the workflow, `service-worker` the services only, `workflow-worker` the
+//! workflow only. Environment variables override the file (`INFINITIC_<SECTION>_<KEY>`).
 //!
 //! Instance ids are stable (`billing-user-N`): stop the program at any moment (Ctrl-C, or
 //! `kill -9`), run it again, and the workflows go on from where they were.
@@ -17,31 +28,47 @@
 //! Logs go to stderr, at `warn` unless `RUST_LOG` says otherwise (for instance
 //! `RUST_LOG=infinitic=info` to see retries, `RUST_LOG=infinitic=debug` for more).
 
+mod clients;
 mod contracts;
+#[cfg(all(feature = "postgres", feature = "pulsar"))]
+mod distributed;
+mod hosts;
+#[cfg(all(feature = "postgres", feature = "pulsar"))]
+mod interim;
 mod services;
 mod workflow;
 
-use contracts::*;
+use hosts::Role;
+use infinitic::config::{Config, Deployment, EmbeddedSection};
 use infinitic::store::sqlite::OpenMode;
-use infinitic::{Client, RetryPolicy, SqliteStore, Worker, WorkerConfig, WorkflowState};
-use services::*;
-use std::time::{Duration, Instant};
+use infinitic::{Client, Worker};
+use std::time::Duration;
 
-struct Options {
+/// The embedded configuration used without `--config`, built in so the example runs from any
+/// directory; the same file ships beside this one.
+const EMBEDDED: &str = include_str!("embedded.toml");
+
+/// What the command line asked for.
+pub struct Options {
     mode: String,
     target: Option<String>,
-    db: String,
+    config: Option<String>,
+    db: Option<String>,
     month: Duration,
     users: u64,
     months: u32,
     fresh: bool,
 }
 
+const USAGE: &str = "usage: billing [all|worker|service-worker|workflow-worker|client|status ID] \
+[--config FILE] [--db PATH] [--month-ms N] [--users N] [--months N] [--fresh]";
+
 fn options() -> Result<Options, String> {
     let mut o = Options {
         mode: "all".into(),
         target: None,
-        db: "billing.db".into(),
+        config: None,
+        db: None,
         month: Duration::from_millis(1000),
         users: 3,
         months: 3,
@@ -51,7 +78,8 @@ fn options() -> Result<Options, String> {
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
-            "--db" => o.db = value("--db")?,
+            "--config" => o.config = Some(value("--config")?),
+            "--db" => o.db = Some(value("--db")?),
             "--month-ms" => {
                 let ms = value("--month-ms")?;
                 o.month =
@@ -66,12 +94,39 @@ fn options() -> Result<Options, String> {
                 o.months = n.parse().map_err(|_| format!("bad --months {n}"))?;
             }
             "--fresh" => o.fresh = true,
-            "all" | "worker" | "client" | "status" => o.mode = arg,
+            "all" | "worker" | "service-worker" | "workflow-worker" | "client" | "status" => {
+                o.mode = arg
+            }
             other if o.mode == "status" && o.target.is_none() => o.target = Some(other.to_string()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
     Ok(o)
+}
+
+/// The configuration: `--config FILE`, or the built-in embedded one; then `--db`.
+fn config(o: &Options) -> Result<Config, String> {
+    let mut config = match &o.config {
+        Some(path) => Config::load(path),
+        None => Config::from_toml_and_env(EMBEDDED, "examples/billing/embedded.toml (built in)"),
+    }
+    .map_err(|e| e.to_string())?;
+    config.check_build().map_err(|e| e.to_string())?;
+    let origin = config.origin().to_string();
+    match config.deployment_mut() {
+        Deployment::Embedded(embedded) => {
+            if let Some(db) = &o.db {
+                embedded.path = db.into();
+            }
+        }
+        Deployment::Distributed { .. } if o.db.is_some() || o.fresh => {
+            return Err(format!(
+            "--db and --fresh apply to the embedded deployment; {origin} names the distributed one"
+        ))
+        }
+        Deployment::Distributed { .. } => {}
+    }
+    Ok(config)
 }
 
 #[tokio::main]
@@ -88,13 +143,35 @@ async fn main() {
     let o = match options() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{e}\nusage: billing [all|worker|client|status ID] [--db PATH] [--month-ms N] [--users N] [--months N] [--fresh]");
+            eprintln!("{e}\n{USAGE}");
             std::process::exit(2);
         }
     };
+    let config = match config(&o) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    match config.deployment() {
+        Deployment::Embedded(embedded) => embedded_run(embedded, &config, &o).await,
+        #[cfg(all(feature = "postgres", feature = "pulsar"))]
+        Deployment::Distributed { pulsar, postgres } => {
+            distributed::run(pulsar, postgres, &config, &o).await
+        }
+        // `check_build` refused it above.
+        #[cfg(not(all(feature = "postgres", feature = "pulsar")))]
+        Deployment::Distributed { .. } => unreachable!("refused by Config::check_build"),
+    }
+}
+
+/// Every mode on the embedded store, one SQLite file shared by the processes.
+async fn embedded_run(embedded: &EmbeddedSection, config: &Config, o: &Options) {
+    let db = embedded.path.display().to_string();
     if o.fresh {
         for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", o.db));
+            let _ = std::fs::remove_file(format!("{db}{suffix}"));
         }
     }
     // Workers create the file; a client or a status query needs it to exist.
@@ -103,135 +180,25 @@ async fn main() {
     } else {
         OpenMode::CreateIfMissing
     };
-    let store = match SqliteStore::open(&o.db, mode) {
+    let store = match embedded.open(mode) {
         Ok(store) => store,
         Err(e) => {
             eprintln!("cannot open the store: {e}");
             std::process::exit(1);
         }
     };
+    let client = Client::new(store.clone()).with_limits(config.limits());
     match o.mode.as_str() {
-        "worker" => {
-            println!("worker running on {} (Ctrl-C to stop)", o.db);
-            worker(store, &o).run_until_signal().await;
-            println!("worker stopped: in-flight steps finished and committed");
-        }
-        "client" => run_clients(store, &o).await,
-        "status" => {
-            let id = o.target.clone().unwrap_or_else(|| "billing-user-1".into());
-            match Client::new(store).status(&id.as_str().into()).await {
-                Ok(Some(state)) => println!("{id}: {}", describe(&state)),
-                Ok(None) => println!("{id}: no such workflow"),
-                Err(e) => eprintln!("{id}: {e}"),
-            }
-        }
-        _ => {
-            let running = worker(store.clone(), &o).start();
+        "client" => clients::run(&client, o.users, o.months, o.month).await,
+        "status" => clients::status(&client, o.target.as_deref().unwrap_or("billing-user-1")).await,
+        "all" => {
+            let running = hosts::register(Worker::new(store), Role::Both, config, o).start();
             tokio::select! {
-                _ = run_clients(store, &o) => {}
+                _ = clients::run(&client, o.users, o.months, o.month) => {}
                 _ = infinitic::worker::shutdown_signal() => println!("interrupted: run again to resume"),
             }
             running.shutdown().await;
         }
-    }
-}
-
-fn worker(store: SqliteStore, o: &Options) -> Worker<SqliteStore> {
-    Worker::new(store)
-        .service(SubscriptionServiceDispatcher::new(
-            FixedTermSubscriptions::new(workflow::month_of(std::time::SystemTime::now()), o.months),
-        ))
-        .service(ConsumptionServiceDispatcher::new(Metering))
-        .service(PaymentServiceDispatcher::new(Payments::new(Some(UserId(
-            3,
-        )))))
-        .service(InvoiceServiceDispatcher::new(Invoicing))
-        .service(EmailServiceDispatcher::new(Mailer))
-        .workflow(workflow::Billing::default)
-        .config(WorkerConfig {
-            // Demo settings: quick retries of declined payments, quick recovery after kill -9.
-            retry: RetryPolicy {
-                max_attempts: 2,
-                initial_delay: Duration::from_millis(100),
-                ..RetryPolicy::default()
-            },
-            workflow_lease: Duration::from_secs(2),
-            task_lease_margin: Duration::from_secs(2),
-            task_timeout: Duration::from_secs(5),
-            ..WorkerConfig::default()
-        })
-}
-
-async fn run_clients(store: SqliteStore, o: &Options) {
-    let client = Client::new(store);
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for user in 1..=o.users {
-        let id = format!("billing-user-{user}");
-        let subscription = Subscription {
-            user: UserId(user),
-            period: Period::every(o.month),
-        };
-        match client
-            .dispatch_with_id(id.clone(), BillingWorkflowStub.run(subscription))
-            .await
-        {
-            Ok(handle) => {
-                let state = handle
-                    .status()
-                    .await
-                    .map(|s| describe(&s))
-                    .unwrap_or_default();
-                println!("[user {user}] workflow {id}: {state}");
-                handles.push((user, handle));
-            }
-            Err(e) => eprintln!("[user {user}] cannot start: {e}"),
-        }
-    }
-    // User 1 leaves half-way through the second month: a signal, applied at the next month
-    // boundary. (Run again on the same database, the signal goes to an ended workflow.)
-    if o.months > 1 {
-        tokio::time::sleep(o.month + o.month / 2).await;
-        let unsubscribe = Unsubscribe {
-            reason: "moving abroad".into(),
-        };
-        match client
-            .signal(
-                "billing-user-1",
-                BillingWorkflowStub.unsubscribe(),
-                unsubscribe,
-            )
-            .await
-        {
-            Ok(()) => println!("[user 1] sent unsubscribe"),
-            Err(e) => println!("[user 1] unsubscribe not sent: {e}"),
-        }
-    }
-    for (user, handle) in handles {
-        match handle.result().await {
-            Ok(Ok(summary)) => println!(
-                "[user {user}] workflow completed: {} month(s) billed, {} total, {} declined{} ({:.1?} since this client started)",
-                summary.months_billed,
-                dollars(summary.total),
-                summary.declined.len(),
-                summary
-                    .unsubscribed
-                    .map(|reason| format!(", unsubscribed: {reason}"))
-                    .unwrap_or_default(),
-                started.elapsed()
-            ),
-            Ok(Err(error)) => println!("[user {user}] workflow ended with an error: {}", error.0),
-            Err(error) => println!("[user {user}] workflow did not complete: {error}"),
-        }
-    }
-}
-
-fn describe(state: &WorkflowState) -> String {
-    match state {
-        WorkflowState::Pending => "started (waiting for a worker)".into(),
-        WorkflowState::Running => "running".into(),
-        WorkflowState::Completed(_) => "completed".into(),
-        WorkflowState::Parked(reason) => format!("parked: {reason}"),
-        WorkflowState::Failed(reason) => format!("failed: {reason}"),
+        role => hosts::serve(Worker::new(store), Role::of(role), config, o, &db).await,
     }
 }

@@ -1,0 +1,82 @@
+//! What a worker process hosts: the billing services, the billing workflow, or both; on
+//! whichever backends it is given.
+
+use super::services::*;
+use super::{contracts::*, workflow, Options};
+use infinitic::config::Config;
+use infinitic::store::{StateStore, Transport};
+use infinitic::Worker;
+
+/// What a worker process hosts.
+#[derive(Clone, Copy, Debug)]
+pub enum Role {
+    /// The services and the workflow (`worker`, and the demo run).
+    Both,
+    /// The services only (`service-worker`).
+    Services,
+    /// The workflow only (`workflow-worker`).
+    Workflows,
+}
+
+impl Role {
+    /// The role of a worker mode of the command line.
+    pub fn of(mode: &str) -> Self {
+        match mode {
+            "service-worker" => Role::Services,
+            "workflow-worker" => Role::Workflows,
+            _ => Role::Both,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Both => "worker",
+            Role::Services => "service worker",
+            Role::Workflows => "workflow worker",
+        }
+    }
+}
+
+/// `worker` with what `role` hosts, configured by `config`.
+pub fn register<T: Transport, S: StateStore>(
+    worker: Worker<T, S>,
+    role: Role,
+    config: &Config,
+    o: &Options,
+) -> Worker<T, S> {
+    let worker = match role {
+        Role::Workflows => worker,
+        Role::Both | Role::Services => worker
+            .service(SubscriptionServiceDispatcher::new(
+                FixedTermSubscriptions::new(
+                    workflow::month_of(std::time::SystemTime::now()),
+                    o.months,
+                ),
+            ))
+            .service(ConsumptionServiceDispatcher::new(Metering))
+            .service(PaymentServiceDispatcher::new(Payments::new(Some(UserId(
+                3,
+            )))))
+            .service(InvoiceServiceDispatcher::new(Invoicing))
+            .service(EmailServiceDispatcher::new(Mailer)),
+    };
+    let worker = match role {
+        Role::Services => worker,
+        Role::Both | Role::Workflows => worker.workflow(workflow::Billing::default),
+    };
+    worker.config(config.worker_config())
+}
+
+/// Runs `worker` with what `role` hosts until Ctrl-C or SIGTERM; `place` says where.
+pub async fn serve<T: Transport, S: StateStore>(
+    worker: Worker<T, S>,
+    role: Role,
+    config: &Config,
+    o: &Options,
+    place: &str,
+) {
+    let name = role.name();
+    println!("{name} running on {place} (Ctrl-C to stop)");
+    register(worker, role, config, o).run_until_signal().await;
+    println!("{name} stopped: in-flight steps finished and committed");
+}
