@@ -69,9 +69,25 @@ t1=$SECONDS
 pids+=($!)
 "$billing" workflow-worker --config "$config" > "$run/workflow-worker.log" 2>&1 &
 pids+=($!)
-echo "== client: $users users (service worker pid ${pids[0]}, workflow worker pid ${pids[1]})"
-timeout 90 "$billing" client --config "$config" --users "$users" --month-ms 500 \
-    > "$run/client.log" 2>&1 || fail "the client exited with $?"
+# The client needs no database writes: once the workers have created the schema, it
+# connects as a role granted reads only (scripts/postgres.sh creates `infinitic_reader`).
+client_url="$INFINITIC_PG_URL"
+if [ -n "${INFINITIC_PG_READER_URL:-}" ]; then
+    for _ in $(seq 300); do
+        found=$(psql "$INFINITIC_PG_URL" -XAtqc \
+            "SELECT 1 FROM pg_tables WHERE schemaname = '$INFINITIC_POSTGRES_SCHEMA' AND tablename = 'schema_version'" 2>/dev/null || true)
+        [ "$found" = 1 ] && break
+        sleep 0.1
+    done
+    [ "$found" = 1 ] || fail "the workers did not create schema $INFINITIC_POSTGRES_SCHEMA"
+    psql "$INFINITIC_PG_URL" -Xqc "GRANT USAGE ON SCHEMA $INFINITIC_POSTGRES_SCHEMA TO infinitic_reader;
+        GRANT SELECT ON ALL TABLES IN SCHEMA $INFINITIC_POSTGRES_SCHEMA TO infinitic_reader;" \
+        || fail "cannot grant reads to infinitic_reader"
+    client_url="$INFINITIC_PG_READER_URL"
+fi
+echo "== client: $users users (service worker pid ${pids[0]}, workflow worker pid ${pids[1]}; PostgreSQL as ${client_url%%:*}://${client_url#*://}" | sed 's/:[^:@]*@/:***@/'
+INFINITIC_POSTGRES_URL="$client_url" timeout 90 "$billing" client --config "$config" \
+    --users "$users" --month-ms 500 > "$run/client.log" 2>&1 || fail "the client exited with $?"
 cat "$run/client.log"
 client_seconds=$((SECONDS - t1))
 

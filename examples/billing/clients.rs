@@ -3,13 +3,13 @@
 
 use super::contracts::*;
 use super::services::dollars;
-use infinitic::store::{StateStore, Transport};
+use infinitic::store::StateStore;
 use infinitic::{Client, WorkflowState};
 use std::time::{Duration, Instant};
 
 /// Starts the workflows `billing-user-1..=users`, each billed every `month`, and prints how
 /// each one ended.
-pub async fn run<S: StateStore + Transport + Clone>(
+pub async fn run<S: StateStore + Clone>(
     client: &Client<S>,
     users: u64,
     months: u32,

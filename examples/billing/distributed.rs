@@ -2,7 +2,6 @@
 //! PostgreSQL (features `postgres` and `pulsar`).
 
 use super::hosts::{self, Role};
-use super::interim::BrokerClient;
 use super::{clients, Options};
 use infinitic::config::{Config, PostgresSection, PulsarSection};
 use infinitic::{Client, Worker};
@@ -25,25 +24,22 @@ pub async fn run(pulsar: &PulsarSection, postgres: &PostgresSection, config: &Co
     let place = format!("Apache Pulsar at {} + PostgreSQL", pulsar.url);
     match o.mode.as_str() {
         "client" => {
-            let client = Client::new(BrokerClient {
-                state,
-                transport: transport.clone(),
-            })
-            .with_limits(config.limits());
+            // Over the broker: starts and signals on Pulsar, results reported back to this
+            // client; PostgreSQL is only read.
+            let client =
+                Client::with_backends(transport.clone(), state).with_limits(config.limits());
             clients::run(&client, o.users, o.months, o.month).await;
         }
         "status" => {
-            let client = Client::new(state).with_limits(config.limits());
+            let client =
+                Client::with_backends(transport.clone(), state).with_limits(config.limits());
             clients::status(&client, o.target.as_deref().unwrap_or("billing-user-1")).await;
         }
         "all" => {
             let worker = Worker::with_backends(transport.clone(), state.clone());
             let running = hosts::register(worker, Role::Both, config, o).start();
-            let client = Client::new(BrokerClient {
-                state,
-                transport: transport.clone(),
-            })
-            .with_limits(config.limits());
+            let client =
+                Client::with_backends(transport.clone(), state).with_limits(config.limits());
             tokio::select! {
                 _ = clients::run(&client, o.users, o.months, o.month) => {}
                 _ = infinitic::worker::shutdown_signal() => println!("interrupted: run again to resume"),

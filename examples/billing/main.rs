@@ -33,8 +33,6 @@ mod contracts;
 #[cfg(all(feature = "postgres", feature = "pulsar"))]
 mod distributed;
 mod hosts;
-#[cfg(all(feature = "postgres", feature = "pulsar"))]
-mod interim;
 mod services;
 mod workflow;
 
