@@ -345,3 +345,32 @@ async fn the_workers_run_on_a_separate_transport_and_state_store() {
     assert_eq!(left.next_visible_at, None, "nothing waits to be delivered");
     assert_eq!(transport.dead_letters(10).await.unwrap(), Vec::new());
 }
+
+/// A service worker needs no state store: services on one worker with none
+/// (`Worker::services_only`), the workflow on another, both on one transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_worker_runs_without_a_state_store() {
+    let (transport, state) = (MemoryStore::new(), MemoryStateStore::new());
+    let flaky = FlakyImpl::default();
+    let services = Worker::services_only(transport.clone())
+        .service(FlakyDispatcher::new(flaky.clone()))
+        .config(config())
+        .start();
+    let workflows = Worker::with_backends(transport.clone(), state.clone())
+        .workflow(StepsImpl::default)
+        .config(config())
+        .start();
+    let client = Client::with_backends(transport.clone(), state.clone());
+    let handle = client
+        .dispatch_with_id("steps-9", StepsStub.run(0))
+        .await
+        .unwrap();
+    let result = handle.result_within(Duration::from_secs(20)).await;
+    assert_eq!(result.expect("completes"), "Ok(2)");
+    assert!(
+        flaky.calls.load(Ordering::SeqCst) > 0,
+        "the service worker ran the calls"
+    );
+    services.shutdown().await;
+    workflows.shutdown().await;
+}

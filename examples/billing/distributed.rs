@@ -14,6 +14,13 @@ pub async fn run(pulsar: &PulsarSection, postgres: &PostgresSection, config: &Co
             std::process::exit(1);
         }
     };
+    if o.mode == "service-worker" {
+        // A service worker needs no database: services read and write only their messages.
+        let place = format!("Apache Pulsar at {}", pulsar.url);
+        hosts::serve_services(transport.clone(), config, o, &place).await;
+        transport.close().await;
+        return;
+    }
     let state = match postgres.connect().await {
         Ok(state) => state,
         Err(e) => {

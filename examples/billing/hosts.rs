@@ -46,25 +46,40 @@ pub fn register<T: Transport, S: StateStore>(
 ) -> Worker<T, S> {
     let worker = match role {
         Role::Workflows => worker,
-        Role::Both | Role::Services => worker
-            .service(SubscriptionServiceDispatcher::new(
-                FixedTermSubscriptions::new(
-                    workflow::month_of(std::time::SystemTime::now()),
-                    o.months,
-                ),
-            ))
-            .service(ConsumptionServiceDispatcher::new(Metering))
-            .service(PaymentServiceDispatcher::new(Payments::new(Some(UserId(
-                3,
-            )))))
-            .service(InvoiceServiceDispatcher::new(Invoicing))
-            .service(EmailServiceDispatcher::new(Mailer)),
+        Role::Both | Role::Services => services(worker, o),
     };
     let worker = match role {
         Role::Services => worker,
         Role::Both | Role::Workflows => worker.workflow(workflow::Billing::default),
     };
     worker.config(config.worker_config())
+}
+
+/// `worker` with the billing services.
+fn services<T: Transport, S>(worker: Worker<T, S>, o: &Options) -> Worker<T, S> {
+    worker
+        .service(SubscriptionServiceDispatcher::new(
+            FixedTermSubscriptions::new(workflow::month_of(std::time::SystemTime::now()), o.months),
+        ))
+        .service(ConsumptionServiceDispatcher::new(Metering))
+        .service(PaymentServiceDispatcher::new(Payments::new(Some(UserId(
+            3,
+        )))))
+        .service(InvoiceServiceDispatcher::new(Invoicing))
+        .service(EmailServiceDispatcher::new(Mailer))
+}
+
+/// Runs the billing services on `transport` alone (no state store: a service worker needs no
+/// database) until Ctrl-C or SIGTERM; `place` says where.
+#[cfg_attr(not(all(feature = "postgres", feature = "pulsar")), allow(dead_code))]
+pub async fn serve_services<T: Transport>(transport: T, config: &Config, o: &Options, place: &str) {
+    let name = Role::Services.name();
+    println!("{name} running on {place} (Ctrl-C to stop)");
+    services(Worker::services_only(transport), o)
+        .config(config.worker_config())
+        .run_until_signal()
+        .await;
+    println!("{name} stopped: in-flight steps finished and committed");
 }
 
 /// Runs `worker` with what `role` hosts until Ctrl-C or SIGTERM; `place` says where.

@@ -145,13 +145,66 @@ impl<S: Transport + StateStore + Clone> Worker<S, S> {
     }
 }
 
-impl<T: Transport, S: StateStore> Worker<T, S> {
-    /// A worker whose messages travel on `transport` and whose workflow state lives in
-    /// `store`, a state store that does not settle messages itself
-    /// ([`StateStore::settles_on_commit`] is false): a relay publishes what its commits put in
-    /// the outbox, and consumed messages are settled on the transport after their commit.
-    pub fn with_backends(transport: T, store: S) -> Self {
-        Self::on(transport, store, false)
+/// The state store of a worker that hosts services only ([`Worker::services_only`]): it has
+/// none, and can register no workflow.
+#[derive(Clone, Copy, Debug)]
+pub struct NoStateStore;
+
+impl<T: Transport> Worker<T, NoStateStore> {
+    /// A worker that runs services only, on `transport`: it needs no state store (no database
+    /// credentials on the machines that run services), and workflows cannot be registered on
+    /// it (`.workflow(..)` does not compile).
+    ///
+    /// ```no_run
+    /// # async fn demo(transport: infinitic_runtime::store::memory::MemoryStore) {
+    /// use infinitic_runtime::worker::Worker;
+    /// let running = Worker::services_only(transport) /* .service(..) */ .start();
+    /// running.shutdown().await;
+    /// # }
+    /// ```
+    pub fn services_only(transport: T) -> Self {
+        Self::on(transport, NoStateStore, false)
+    }
+
+    /// Starts the service worker on the current tokio runtime.
+    pub fn start(self) -> RunningWorker {
+        crate::logging::install_panic_hook();
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let cache = Arc::new(cache::CacheCounters::new(self.config.cache_capacity));
+        if !self.services.is_empty() {
+            tasks.spawn(service::run(
+                Arc::new(self.transport),
+                self.services,
+                self.config,
+                stopped,
+                WorkSender::channel(),
+                None,
+            ));
+        }
+        RunningWorker { stop, tasks, cache }
+    }
+
+    /// Runs until Ctrl-C (or SIGTERM), then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        let running = self.start();
+        shutdown_signal().await;
+        running.shutdown().await;
+    }
+}
+
+impl<T: Transport, S> Worker<T, S> {
+    /// Registers a service implementation (a generated `…Dispatcher`).
+    pub fn service(mut self, service: impl Service) -> Self {
+        self.services
+            .insert(service.name().to_string(), Arc::new(service));
+        self
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
     }
 
     fn on(transport: T, store: S, combined: bool) -> Self {
@@ -164,24 +217,21 @@ impl<T: Transport, S: StateStore> Worker<T, S> {
             config: WorkerConfig::default(),
         }
     }
+}
 
-    /// Registers a service implementation (a generated `…Dispatcher`).
-    pub fn service(mut self, service: impl Service) -> Self {
-        self.services
-            .insert(service.name().to_string(), Arc::new(service));
-        self
+impl<T: Transport, S: StateStore> Worker<T, S> {
+    /// A worker whose messages travel on `transport` and whose workflow state lives in
+    /// `store`, a state store that does not settle messages itself
+    /// ([`StateStore::settles_on_commit`] is false): a relay publishes what its commits put in
+    /// the outbox, and consumed messages are settled on the transport after their commit.
+    pub fn with_backends(transport: T, store: S) -> Self {
+        Self::on(transport, store, false)
     }
 
     /// Registers a workflow implementation; `make` builds a fresh value per run.
     pub fn workflow<W: Workflow>(mut self, make: impl Fn() -> W + Send + Sync + 'static) -> Self {
         self.workflows
             .insert(W::NAME.to_string(), Arc::new(WorkflowFactory::new(make)));
-        self
-    }
-
-    /// Replaces the configuration.
-    pub fn config(mut self, config: WorkerConfig) -> Self {
-        self.config = config;
         self
     }
 
