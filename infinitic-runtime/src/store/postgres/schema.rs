@@ -13,7 +13,23 @@ use tokio_postgres::Client;
 /// How to bring each older schema to the next: `MIGRATIONS[i]` turns version `i + 1` into
 /// `i + 2`; `{schema}` stands for the quoted schema name. Never edit an entry that has
 /// shipped; append.
-const MIGRATIONS: &[&str] = &[];
+const MIGRATIONS: &[&str] = &[
+    // 1 -> 2: durable timers kept in the store; relays claim outbox entries. A timer already in
+    // the outbox or with the broker when the database is migrated has no row: its broker
+    // message stays its only record, as before.
+    "CREATE TABLE {schema}.timers (
+         message_id  text        PRIMARY KEY,
+         workflow_id text        NOT NULL,
+         due_at      bigint      NOT NULL,
+         topic       text        NOT NULL,
+         key         text        NOT NULL,
+         payload     bytea       NOT NULL,
+         swept_at    bigint
+     );
+     CREATE INDEX timers_by_due ON {schema}.timers (due_at);
+     CREATE INDEX timers_by_workflow ON {schema}.timers (workflow_id);
+     ALTER TABLE {schema}.outbox ADD COLUMN claimed_until bigint;",
+];
 
 /// The schema version this build writes, stored in the `schema_version` table.
 pub const SCHEMA_VERSION: i32 = 1 + MIGRATIONS.len() as i32;
@@ -46,8 +62,20 @@ CREATE TABLE {schema}.outbox (
     topic       text        NOT NULL,
     key         text        NOT NULL,
     payload     bytea       NOT NULL,
-    deliver_at  bigint      NOT NULL    -- milliseconds since the epoch
+    deliver_at  bigint      NOT NULL,   -- milliseconds since the epoch
+    claimed_until bigint                -- a relay publishes it until then (ms, database clock)
 );
+CREATE TABLE {schema}.timers (          -- durable timers not consumed yet: their truth
+    message_id  text        PRIMARY KEY,
+    workflow_id text        NOT NULL,
+    due_at      bigint      NOT NULL,   -- milliseconds since the epoch
+    topic       text        NOT NULL,
+    key         text        NOT NULL,
+    payload     bytea       NOT NULL,
+    swept_at    bigint                  -- last published again by a sweep (ms)
+);
+CREATE INDEX timers_by_due ON {schema}.timers (due_at);
+CREATE INDEX timers_by_workflow ON {schema}.timers (workflow_id);
 CREATE TABLE {schema}.consumed (
     message_id  text        PRIMARY KEY,
     consumed_at timestamptz NOT NULL DEFAULT now()

@@ -2,7 +2,7 @@
 //! live future (sticky execution) or rebuild it from history first, and build what the step
 //! sends and stores.
 
-use super::not_applied::{refuse, warn_later, NotApplied};
+use super::not_applied::{early, refuse, warn_later, NotApplied};
 use super::parked::{keep_for_parked, Parked};
 use super::rebuild::Rebuilt;
 use super::signals::IncomingSignal;
@@ -150,6 +150,17 @@ impl Instances {
                     };
                     (consumed, m)
                 });
+                if let Ok((_, Message::CommandCompleted { at, .. })) = &decoded {
+                    let now = self.clock.now();
+                    if *at > now {
+                        let until = early(*at, now, delivery.attempt);
+                        batch.settlements.push(Settlement::Retry {
+                            delivery: delivery.id,
+                            at: until,
+                        });
+                        return;
+                    }
+                }
                 let (id, applied) = match decoded {
                     Err(error) => (
                         None,
