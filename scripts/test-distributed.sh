@@ -4,7 +4,9 @@
 # the tests with `--features postgres` under CI=true (a test whose server is missing fails),
 # and stops the server on exit; then the Pulsar transport's tests (scripts/test-pulsar.sh);
 # then, with PostgreSQL still up and a Pulsar broker of its own, the deployments suite
-# (tests/deployments) on its distributed deployment. Run by .ci/run after the embedded steps.
+# (tests/deployments) on its distributed deployment, and 1,000 durable timers across a broker
+# SIGKILL (tests/pulsar_timers.rs, on a broker the test starts itself). Run by .ci/run after
+# the embedded steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,8 @@ source "$env_file"
 pulsar_run="${TMPDIR:-/tmp}/infinitic-pulsar-deployments-$$"
 cleanup() {
     INFINITIC_PULSAR_RUN="$pulsar_run" scripts/pulsar.sh stop 2>/dev/null || true
+    # The timers test's own broker (it stops it itself, unless it was interrupted).
+    INFINITIC_PULSAR_RUN="$pulsar_run/timers" scripts/pulsar.sh stop 2>/dev/null || true
     rm -rf "$pulsar_run"
     scripts/postgres.sh stop "$INFINITIC_PG_DIR"
 }
@@ -44,3 +48,6 @@ export INFINITIC_PULSAR_RUN="$pulsar_run"
 source "$(scripts/pulsar.sh start)"
 cargo clippy --workspace --all-targets --features postgres,pulsar -- -D warnings
 cargo test --features postgres,pulsar --test deployments
+
+echo "== 1,000 durable timers across a broker SIGKILL (tests/pulsar_timers.rs)"
+cargo test --features postgres,pulsar --test pulsar_timers -- --nocapture

@@ -1,6 +1,6 @@
 //! Durable timers in PostgreSQL: a timer's row is written by the transition that starts it and
 //! deleted by the one that consumes its message (or ends its instance); an overdue timer is
-//! published again by the relay's sweep, once per grace period; a timer delivered again after
+//! published again by the relay's sweep after a grace period, then less and less often; a timer delivered again after
 //! its consumed id was forgotten changes nothing; relays claim outbox entries.
 
 use super::pg::{self, Server};
@@ -108,10 +108,10 @@ async fn a_timer_lives_in_the_table_from_the_transition_that_starts_it_to_the_on
 }
 
 #[tokio::test]
-async fn an_overdue_timer_is_returned_once_per_grace_period_and_a_parked_instance_keeps_it() {
+async fn an_overdue_timer_is_returned_again_after_one_then_two_grace_periods_even_when_parked() {
     let Some(server) = pg::server() else { return };
     let schema = pg::unique("overdue");
-    let store = store(&server.url, &schema, Duration::from_millis(700)).await;
+    let store = store(&server.url, &schema, Duration::from_millis(400)).await;
     let now = Timestamp::wall_clock();
     let past = Timestamp::from_millis(now.as_millis() - 5_000);
     let future = now + Duration::from_secs(3600);
@@ -134,8 +134,20 @@ async fn an_overdue_timer_is_returned_once_per_grace_period_and_a_parked_instanc
         store.overdue_timers(10).await.unwrap().is_empty(),
         "claimed"
     );
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(store.overdue_timers(10).await.unwrap().len(), 1, "again");
+    // Then after twice the grace period (a timer its instance ignores stays until it ends).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        store.overdue_timers(10).await.unwrap().is_empty(),
+        "not yet"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.overdue_timers(10).await.unwrap().len(),
+        1,
+        "backed off"
+    );
 }
 
 #[tokio::test]
@@ -243,13 +255,25 @@ impl Naps for NapsImpl {
     }
 }
 
-/// The in-memory transport, losing every delayed message published while `lose` is set: a
-/// broker that dropped its timers.
+/// The in-memory transport, counting what is published, and losing every delayed message
+/// published while `lose` is set: a broker that dropped its timers.
 #[derive(Clone)]
 struct Lossy {
     inner: MemoryStore,
     lose: Arc<AtomicBool>,
     lost: Arc<AtomicUsize>,
+    published: Arc<AtomicUsize>,
+}
+
+impl Lossy {
+    fn new(inner: MemoryStore, lose: bool) -> Self {
+        Self {
+            inner,
+            lose: Arc::new(AtomicBool::new(lose)),
+            lost: Arc::default(),
+            published: Arc::default(),
+        }
+    }
 }
 
 impl Transport for Lossy {
@@ -260,6 +284,7 @@ impl Transport for Lossy {
             .into_iter()
             .partition(|m| lose && m.deliver_at > now);
         self.lost.fetch_add(lost.len(), Ordering::SeqCst);
+        self.published.fetch_add(kept.len(), Ordering::SeqCst);
         self.inner.publish(kept).await
     }
     async fn receive(
@@ -293,11 +318,7 @@ async fn a_timer_the_broker_lost_is_published_again_from_the_table_and_fires_onc
     let Some(server) = pg::server() else { return };
     let schema = pg::unique("lost");
     let state = store(&server.url, &schema, Duration::from_secs(1)).await;
-    let transport = Lossy {
-        inner: MemoryStore::new(),
-        lose: Arc::new(AtomicBool::new(true)),
-        lost: Arc::new(AtomicUsize::new(0)),
-    };
+    let transport = Lossy::new(MemoryStore::new(), true);
     let worker = Worker::with_backends(transport.clone(), state.clone())
         .workflow(NapsImpl::default)
         .config(WorkerConfig {
@@ -407,4 +428,60 @@ async fn a_timer_delivered_again_after_its_consumed_id_was_forgotten_is_acked_an
     assert_eq!(stored.history, fired.history);
     // The second timer is still recorded.
     assert_eq!(count(&server.url, &schema, "timers"), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_database_publish_each_message_once() {
+    let Some(server) = pg::server() else { return };
+    let schema = pg::unique("relays");
+    let broker = MemoryStore::new();
+    let mut workers = Vec::new();
+    let mut transports = Vec::new();
+    for _ in 0..2 {
+        let state = server.store(&schema).await;
+        let transport = Lossy::new(broker.clone(), false);
+        workers.push(
+            Worker::with_backends(transport.clone(), state)
+                .workflow(NapsImpl::default)
+                .config(config())
+                .start(),
+        );
+        transports.push(transport);
+    }
+    let state = server.store(&schema).await;
+    let client = Client::new(state.clone());
+    const WORKFLOWS: usize = 100;
+    let mut handles = Vec::new();
+    for n in 0..WORKFLOWS {
+        let id = format!("relayed-{n}");
+        handles.push(
+            client
+                .dispatch_with_id(id.as_str(), NapsStub.run(10, 10))
+                .await
+                .unwrap(),
+        );
+    }
+    for handle in handles {
+        tokio::time::timeout(Duration::from_secs(30), handle.result())
+            .await
+            .expect("finishes")
+            .unwrap();
+    }
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    // Each workflow's start message and its two timers, each published by one relay.
+    let published: usize = transports
+        .iter()
+        .map(|t| t.published.load(Ordering::SeqCst))
+        .sum();
+    let each: Vec<usize> = transports
+        .iter()
+        .map(|t| t.published.load(Ordering::SeqCst))
+        .collect();
+    assert_eq!(
+        published,
+        WORKFLOWS * 3,
+        "published by each relay: {each:?}"
+    );
 }

@@ -408,10 +408,11 @@ pub trait StateStore: Send + Sync + 'static {
     }
 
     /// Up to `max` messages committed in outboxes and not yet published, oldest first.
-    /// Empty for stores that publish in the commit itself. A store that several relays share
-    /// (several processes on one database) may claim what it returns for a while, so the
-    /// other relays skip those entries and each is normally published once; a claim expires,
-    /// so the entries of a relay that died are published by another.
+    /// Empty for stores that publish in the commit itself. Entries are returned again until
+    /// they are cleared; a store that several processes share (one database) may claim what
+    /// it returns for the handle that read it, so the relays of the other handles skip those
+    /// entries for a while and each is normally published once (a claim expires: the entries
+    /// of a relay that died are published by another).
     fn outbox(
         &self,
         max: usize,

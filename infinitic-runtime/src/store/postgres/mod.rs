@@ -109,9 +109,10 @@ pub struct PostgresOptions {
     /// too (a relay that died leaves its entries for this long).
     pub outbox_claim: Duration,
     /// How long after its due time a timer not consumed yet is published again from the
-    /// `timers` table (the broker lost or delayed its wake-up); again after each such period
-    /// until it is consumed. Longer than the delivery delays of a busy deployment: publishing
-    /// early only costs a duplicate, which is recognised.
+    /// `timers` table (the broker lost or delayed its wake-up); then again after twice that,
+    /// four times, ... up to 64 times (a timer its instance ignores, the loser of a race,
+    /// stays until the instance ends). Longer than the delivery delays of a busy deployment:
+    /// publishing early only costs a duplicate, which is recognised.
     pub timer_grace: Duration,
 }
 

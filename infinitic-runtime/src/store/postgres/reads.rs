@@ -1,9 +1,11 @@
 //! Loads and the outbox relay, on a few connections of their own beside the writer's.
 //!
-//! The relay's reads claim what they return: an outbox entry read by one relay is skipped by
-//! the others until its claim expires ([`PostgresOptions::outbox_claim`]), so with several
-//! workers on one database each entry is normally published once; the claims of a relay that
-//! died expire and another relay publishes its entries. Overdue timers are claimed the same
+//! The relay's reads claim what they return for the store handle that reads: an outbox entry
+//! read through one handle (one process's relay) is skipped by the others until its claim
+//! expires ([`PostgresOptions::outbox_claim`]), so with several workers on one database each
+//! entry is normally published once; the claims of a relay that died expire and another
+//! relay publishes its entries. The handle that claimed an entry reads it again until it
+//! clears it (a publish that failed is tried again at once). Overdue timers are claimed the same
 //! way, for a grace period ([`PostgresOptions::timer_grace`]). Both use the database's clock.
 //!
 //! No pool crate: a connection serves concurrent queries (the driver pipelines them), so a
@@ -29,6 +31,8 @@ pub(super) struct Readers {
     schema: String,
     claim_ms: i64,
     grace_ms: i64,
+    /// Who this handle is, for its claims: unique per store handle.
+    claimant: String,
     slots: Vec<Mutex<Option<Arc<Reader>>>>,
     next: AtomicUsize,
 }
@@ -43,6 +47,10 @@ struct Reader {
     clear: Statement,
     overdue: Statement,
 }
+
+/// A timer published again by sweeps waits twice as long before each next one, up to
+/// 2^this grace periods.
+const SWEEP_BACKOFF: i32 = 6;
 
 /// The database's time in milliseconds since the epoch, in SQL (at the statement's start).
 pub(super) const NOW_MS: &str = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
@@ -67,13 +75,15 @@ impl Reader {
                 .await
                 .map_err(db)?,
             load_with_history: client.prepare(&load_with_history).await.map_err(db)?,
-            // $1 how many, $2 for how long (ms). Entries claimed by another relay, or locked
-            // by one claiming them now, are skipped.
+            // $1 how many, $2 for how long (ms), $3 who claims. Entries claimed by another
+            // handle, or locked by one claiming them now, are skipped.
             outbox: client
                 .prepare(&format!(
-                    "UPDATE {schema}.outbox o SET claimed_until = {NOW_MS} + $2::bigint
+                    "UPDATE {schema}.outbox o
+                     SET claimed_by = $3::text, claimed_until = {NOW_MS} + $2::bigint
                      FROM (SELECT id FROM {schema}.outbox
                            WHERE claimed_until IS NULL OR claimed_until < {NOW_MS}
+                              OR claimed_by = $3::text
                            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) claimed
                      WHERE o.id = claimed.id
                      RETURNING o.id, o.topic, o.key, o.payload, o.deliver_at"
@@ -81,13 +91,16 @@ impl Reader {
                 .await
                 .map_err(db)?,
             // $1 how many, $2 the grace period (ms): timers due longer ago than that, not
-            // published again within it.
+            // published again within it, then within twice it, ... (a timer its instance
+            // ignores, the loser of a race, stays until the instance ends: published again
+            // less and less often, at most every 2^SWEEP_BACKOFF grace periods).
             overdue: client
                 .prepare(&format!(
-                    "UPDATE {schema}.timers t SET swept_at = {NOW_MS}
+                    "UPDATE {schema}.timers t SET swept_at = {NOW_MS}, sweeps = t.sweeps + 1
                      FROM (SELECT message_id FROM {schema}.timers
                            WHERE due_at < {NOW_MS} - $2::bigint
-                             AND (swept_at IS NULL OR swept_at < {NOW_MS} - $2::bigint)
+                             AND (swept_at IS NULL OR swept_at < {NOW_MS}
+                                  - $2::bigint * (1::bigint << least(sweeps - 1, {SWEEP_BACKOFF})))
                            ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) overdue
                      WHERE t.message_id = overdue.message_id
                      RETURNING t.topic, t.key, t.payload, t.due_at, t.message_id"
@@ -113,6 +126,7 @@ impl Readers {
             schema: schema.to_string(),
             claim_ms: ms(options.outbox_claim),
             grace_ms: ms(options.timer_grace),
+            claimant: claimant(),
             slots: (0..options.readers.max(1))
                 .map(|_| Mutex::new(None))
                 .collect(),
@@ -159,7 +173,7 @@ impl Readers {
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let rows = reader
             .client
-            .query(&reader.outbox, &[&limit, &self.claim_ms])
+            .query(&reader.outbox, &[&limit, &self.claim_ms, &self.claimant])
             .await
             .map_err(|e| runtime_error(&e))?;
         let mut entries = rows
@@ -299,4 +313,14 @@ fn timer(row: &Row) -> Result<Outgoing, StoreError> {
         Timestamp::from_millis(u64::try_from(due_at).unwrap_or(0)),
     )
     .as_timer(MessageId::new(id)))
+}
+
+/// A name no other store handle has: the host's process id, the time and a counter.
+fn claimant() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{nanos:x}-{n}", std::process::id())
 }

@@ -24,11 +24,12 @@ const MIGRATIONS: &[&str] = &[
          topic       text        NOT NULL,
          key         text        NOT NULL,
          payload     bytea       NOT NULL,
-         swept_at    bigint
+         swept_at    bigint,
+         sweeps      integer     NOT NULL DEFAULT 0
      );
      CREATE INDEX timers_by_due ON {schema}.timers (due_at);
      CREATE INDEX timers_by_workflow ON {schema}.timers (workflow_id);
-     ALTER TABLE {schema}.outbox ADD COLUMN claimed_until bigint;",
+     ALTER TABLE {schema}.outbox ADD COLUMN claimed_by text, ADD COLUMN claimed_until bigint;",
 ];
 
 /// The schema version this build writes, stored in the `schema_version` table.
@@ -63,7 +64,8 @@ CREATE TABLE {schema}.outbox (
     key         text        NOT NULL,
     payload     bytea       NOT NULL,
     deliver_at  bigint      NOT NULL,   -- milliseconds since the epoch
-    claimed_until bigint                -- a relay publishes it until then (ms, database clock)
+    claimed_by  text,                   -- the store handle whose relay publishes it
+    claimed_until bigint                -- until then (ms, database clock)
 );
 CREATE TABLE {schema}.timers (          -- durable timers not consumed yet: their truth
     message_id  text        PRIMARY KEY,
@@ -72,7 +74,8 @@ CREATE TABLE {schema}.timers (          -- durable timers not consumed yet: thei
     topic       text        NOT NULL,
     key         text        NOT NULL,
     payload     bytea       NOT NULL,
-    swept_at    bigint                  -- last published again by a sweep (ms)
+    swept_at    bigint,                 -- last published again by a sweep (ms)
+    sweeps      integer     NOT NULL DEFAULT 0  -- how many times
 );
 CREATE INDEX timers_by_due ON {schema}.timers (due_at);
 CREATE INDEX timers_by_workflow ON {schema}.timers (workflow_id);
