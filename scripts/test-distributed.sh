@@ -4,8 +4,10 @@
 # the tests with `--features postgres` under CI=true (a test whose server is missing fails),
 # and stops the server on exit; then the Pulsar transport's tests (scripts/test-pulsar.sh);
 # then, with PostgreSQL still up and a Pulsar broker of its own, the deployments suite
-# (tests/deployments) on its distributed deployment, and the billing example as three processes
-# (scripts/billing-distributed.sh). Run by .ci/run after the embedded steps.
+# (tests/deployments) on its distributed deployment, the billing example as three processes
+# (scripts/billing-distributed.sh), and 1,000 durable timers across a broker SIGKILL
+# (tests/pulsar_timers.rs, on a broker the test starts itself). Run by .ci/run after the
+# embedded steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,8 @@ source "$env_file"
 pulsar_run="${TMPDIR:-/tmp}/infinitic-pulsar-deployments-$$"
 cleanup() {
     INFINITIC_PULSAR_RUN="$pulsar_run" scripts/pulsar.sh stop 2>/dev/null || true
+    # The timers test's own broker (it stops it itself, unless it was interrupted).
+    INFINITIC_PULSAR_RUN="$pulsar_run/timers" scripts/pulsar.sh stop 2>/dev/null || true
     rm -rf "$pulsar_run"
     scripts/postgres.sh stop "$INFINITIC_PG_DIR"
 }
@@ -50,3 +54,6 @@ echo "== billing example as three processes on Pulsar + PostgreSQL (scripts/bill
 # The servers above are reused: a service worker, a workflow worker and a client, configured by
 # examples/billing/distributed.toml with environment overrides.
 bash scripts/billing-distributed.sh
+
+echo "== 1,000 durable timers across a broker SIGKILL (tests/pulsar_timers.rs)"
+cargo test --features postgres,pulsar --test pulsar_timers -- --nocapture

@@ -66,3 +66,53 @@ async fn on_the_runtime_the_same() {
     assert_eq!(output, EXPECTED);
     worker.shutdown().await;
 }
+
+#[workflow]
+pub trait Nap {
+    /// Sleeps `ms` milliseconds.
+    async fn run(&self, ms: u64);
+}
+
+#[derive(Default)]
+pub struct NapImpl;
+
+#[workflow]
+impl Nap for NapImpl {
+    async fn run(&self, ms: u64) {
+        workflow::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// One clock decides when a timer is due: the workers'. A broker whose clock runs 1.5 s ahead
+/// delivers a timer's wake-up 1.5 s early; the worker holds it until its due time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_a_broker_delivers_early_by_its_own_clock_waits_for_the_workers_clock() {
+    use infinitic::clock::OffsetClock;
+    use infinitic::store::memory_state::MemoryStateStore;
+    use std::sync::Arc;
+    let broker_clock = OffsetClock::default();
+    broker_clock.set_offset_ms(1_500);
+    let broker = MemoryStore::with_clock(Arc::new(broker_clock));
+    let state = MemoryStateStore::new();
+    let worker = Worker::with_backends(broker.clone(), state.clone())
+        .workflow(NapImpl::default)
+        .config(WorkerConfig {
+            poll_interval: Duration::from_millis(5),
+            ..WorkerConfig::default()
+        })
+        .start();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        Client::with_backends(broker, state).run(NapStub.run(1_000)),
+    )
+    .await
+    .expect("finishes")
+    .unwrap();
+    let slept = started.elapsed();
+    worker.shutdown().await;
+    assert!(
+        slept >= Duration::from_millis(1_000),
+        "fired after {slept:?}"
+    );
+}

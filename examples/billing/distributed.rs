@@ -28,13 +28,16 @@ pub async fn run(pulsar: &PulsarSection, postgres: &PostgresSection, config: &Co
             std::process::exit(1);
         }
     };
+    // One clock for every host: the database's (timers are due by it, whatever a host's).
+    let clock = state.clock();
     let place = format!("Apache Pulsar at {} + PostgreSQL", pulsar.url);
     match o.mode.as_str() {
         "client" => {
             // Over the broker: starts and signals on Pulsar, results reported back to this
             // client; PostgreSQL is only read.
-            let client =
-                Client::with_backends(transport.clone(), state).with_limits(config.limits());
+            let client = Client::with_backends(transport.clone(), state)
+                .with_limits(config.limits())
+                .with_clock(clock);
             clients::run(&client, o.users, o.months, o.month).await;
         }
         "status" => {
@@ -44,9 +47,11 @@ pub async fn run(pulsar: &PulsarSection, postgres: &PostgresSection, config: &Co
         }
         "all" => {
             let worker = Worker::with_backends(transport.clone(), state.clone());
-            let running = hosts::register(worker, Role::Both, config, o).start();
-            let client =
-                Client::with_backends(transport.clone(), state).with_limits(config.limits());
+            let running =
+                hosts::register(worker, Role::Both, config, o, Some(clock.clone())).start();
+            let client = Client::with_backends(transport.clone(), state)
+                .with_limits(config.limits())
+                .with_clock(clock);
             tokio::select! {
                 _ = clients::run(&client, o.users, o.months, o.month) => {}
                 _ = infinitic::worker::shutdown_signal() => println!("interrupted: run again to resume"),
@@ -55,7 +60,7 @@ pub async fn run(pulsar: &PulsarSection, postgres: &PostgresSection, config: &Co
         }
         role => {
             let worker = Worker::with_backends(transport.clone(), state);
-            hosts::serve(worker, Role::of(role), config, o, &place).await;
+            hosts::serve(worker, Role::of(role), config, o, &place, Some(clock)).await;
         }
     }
     // Acknowledgements still queued are sent; what was leased goes back to the broker.

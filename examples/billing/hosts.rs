@@ -5,7 +5,8 @@ use super::services::*;
 use super::{contracts::*, workflow, Options};
 use infinitic::config::Config;
 use infinitic::store::{StateStore, Transport};
-use infinitic::Worker;
+use infinitic::{Clock, Worker};
+use std::sync::Arc;
 
 /// What a worker process hosts.
 #[derive(Clone, Copy, Debug)]
@@ -37,12 +38,14 @@ impl Role {
     }
 }
 
-/// `worker` with what `role` hosts, configured by `config`.
+/// `worker` with what `role` hosts, configured by `config`; `clock` replaces the wall clock
+/// (distributed workers use the database's, so hosts agree on when timers are due).
 pub fn register<T: Transport, S: StateStore>(
     worker: Worker<T, S>,
     role: Role,
     config: &Config,
     o: &Options,
+    clock: Option<Arc<dyn Clock>>,
 ) -> Worker<T, S> {
     let worker = match role {
         Role::Workflows => worker,
@@ -52,7 +55,11 @@ pub fn register<T: Transport, S: StateStore>(
         Role::Services => worker,
         Role::Both | Role::Workflows => worker.workflow(workflow::Billing::default),
     };
-    worker.config(config.worker_config())
+    let mut settings = config.worker_config();
+    if let Some(clock) = clock {
+        settings.clock = clock;
+    }
+    worker.config(settings)
 }
 
 /// `worker` with the billing services.
@@ -89,9 +96,12 @@ pub async fn serve<T: Transport, S: StateStore>(
     config: &Config,
     o: &Options,
     place: &str,
+    clock: Option<Arc<dyn Clock>>,
 ) {
     let name = role.name();
     println!("{name} running on {place} (Ctrl-C to stop)");
-    register(worker, role, config, o).run_until_signal().await;
+    register(worker, role, config, o, clock)
+        .run_until_signal()
+        .await;
     println!("{name} stopped: in-flight steps finished and committed");
 }

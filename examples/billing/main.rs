@@ -190,13 +190,13 @@ async fn embedded_run(embedded: &EmbeddedSection, config: &Config, o: &Options) 
         "client" => clients::run(&client, o.users, o.months, o.month).await,
         "status" => clients::status(&client, o.target.as_deref().unwrap_or("billing-user-1")).await,
         "all" => {
-            let running = hosts::register(Worker::new(store), Role::Both, config, o).start();
+            let running = hosts::register(Worker::new(store), Role::Both, config, o, None).start();
             tokio::select! {
                 _ = clients::run(&client, o.users, o.months, o.month) => {}
                 _ = infinitic::worker::shutdown_signal() => println!("interrupted: run again to resume"),
             }
             running.shutdown().await;
         }
-        role => hosts::serve(Worker::new(store), Role::of(role), config, o, &db).await,
+        role => hosts::serve(Worker::new(store), Role::of(role), config, o, &db, None).await,
     }
 }

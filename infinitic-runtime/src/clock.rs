@@ -26,6 +26,41 @@ impl Clock for WallClock {
     }
 }
 
+/// The machine's wall clock corrected by an offset to a reference clock (a database's, say),
+/// so that processes on several hosts agree on what time it is: whether a timer is due does
+/// not depend on which host reads the clock. Clones share one offset, which its owner
+/// measures and updates ([`OffsetClock::set_offset_ms`]).
+///
+/// ```
+/// use infinitic_runtime::clock::{Clock, OffsetClock, WallClock};
+/// let clock = OffsetClock::default();
+/// clock.set_offset_ms(60_000); // the reference runs a minute ahead of this machine
+/// assert!(clock.now().as_millis() >= WallClock.now().as_millis() + 59_000);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct OffsetClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl OffsetClock {
+    /// Sets how far ahead of this machine's wall clock the reference is, in milliseconds
+    /// (negative: behind).
+    pub fn set_offset_ms(&self, offset: i64) {
+        self.0.store(offset, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How far ahead of this machine's wall clock the reference is, in milliseconds.
+    pub fn offset_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Timestamp {
+        let wall = i64::try_from(Timestamp::wall_clock().as_millis()).unwrap_or(i64::MAX);
+        let now = wall.saturating_add(self.offset_ms()).max(0);
+        Timestamp::from_millis(u64::try_from(now).unwrap_or(0))
+    }
+}
+
 /// A clock that moves only when told: what the [`WorkflowTester`](crate::tester::WorkflowTester)
 /// runs workers on, so a year of timers passes in milliseconds. Clones share one time.
 ///

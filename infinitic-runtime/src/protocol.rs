@@ -48,7 +48,11 @@ pub(crate) fn command(
         } => task(workflow, command_id, service, method, args.clone(), 1, at),
         Command::StartTimer { fire_at } => {
             let fired = StepOutcome::Completed(encode(&()).unwrap_or_default());
-            completion(workflow, &command_id, fired, *fire_at, *fire_at)
+            let key = command_id.workflow.to_string();
+            let message = Message::command_completed(command_id, fired, *fire_at);
+            // Marked, so a state store keeps it as the timer's record until it is consumed.
+            let id = message.id();
+            Outgoing::new(topics::workflow(workflow), key, message.encode(), *fire_at).as_timer(id)
         }
         Command::StartChild {
             workflow: child_workflow,

@@ -8,6 +8,9 @@
 //! - `connect`: an unreachable server, bad credentials, TLS with the right and a wrong CA, a
 //!   connection lost at run time.
 //! - `runtime`: workflows run end to end with the state in PostgreSQL.
+//! - `timers`: durable timers kept in the `timers` table (written and forgotten with their
+//!   transitions, swept when overdue, on a v1 database migrated too), relays claiming outbox
+//!   entries, the database's clock.
 //!
 //! Without a server each test is skipped with a message; under `CI=true` it fails.
 
@@ -18,3 +21,4 @@ mod pg;
 mod connect;
 mod runtime;
 mod schema;
+mod timers;

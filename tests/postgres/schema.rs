@@ -189,7 +189,7 @@ async fn write_fixture() {
 }
 
 /// A fresh database with the dump of schema `version` loaded.
-fn database_from_fixture(server: &Server, version: u32) -> String {
+pub(super) fn database_from_fixture(server: &Server, version: u32) -> String {
     let url = server.fresh_database(&format!("v{version}"));
     let path = fixture(version);
     let loaded = std::process::Command::new("psql")
@@ -259,7 +259,10 @@ async fn a_new_schema_is_created_once_at_the_current_version() {
     let tables = server.psql(&format!(
         "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = '{schema}'"
     ));
-    assert_eq!(tables, "consumed,history,outbox,schema_version,workflows");
+    assert_eq!(
+        tables,
+        "consumed,history,outbox,schema_version,timers,workflows"
+    );
     let version = server.psql(&format!("SELECT version FROM {schema}.schema_version"));
     assert_eq!(version, SCHEMA_VERSION.to_string());
 }

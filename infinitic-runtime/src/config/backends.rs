@@ -127,6 +127,8 @@ mod postgres {
                     .consumed_retention
                     .unwrap_or(defaults.consumed_retention),
                 max_batch: self.max_batch.unwrap_or(defaults.max_batch),
+                outbox_claim: self.outbox_claim.unwrap_or(defaults.outbox_claim),
+                timer_grace: self.timer_grace.unwrap_or(defaults.timer_grace),
             }
         }
 

@@ -138,6 +138,8 @@ pub(super) fn keys() -> Vec<Key> {
         deployment postgres.connect_timeout,
         deployment postgres.consumed_retention,
         deployment postgres.max_batch,
+        deployment postgres.outbox_claim,
+        deployment postgres.timer_grace,
         tuning worker.service_concurrency,
         tuning worker.task_timeout,
         tuning worker.cache_capacity,

@@ -13,7 +13,8 @@
 //! #                                 # max_pending_sends, receive_buffer, broker_max_message_bytes
 //! # [postgres]
 //! # url = "postgres://app@db:5432/app" # schema, tls, ca_file, readers, connect_timeout,
-//! #                                    # consumed_retention, max_batch
+//! #                                    # consumed_retention, max_batch, outbox_claim,
+//! #                                    # timer_grace
 //!
 //! [worker]        # service_concurrency, task_timeout, cache_capacity, workflow_batch,
 //! task_timeout = "5s" # commits_in_flight, poll_interval, workflow_lease, task_lease_margin

@@ -117,6 +117,13 @@ pub struct PostgresSection {
     pub consumed_retention: Option<Duration>,
     /// `max_batch`: most transitions in one transaction.
     pub max_batch: Option<usize>,
+    /// `outbox_claim`: how long an outbox entry a relay read is left to it.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub outbox_claim: Option<Duration>,
+    /// `timer_grace`: how long past its due time a timer waits for its broker message before
+    /// the relay publishes it again.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub timer_grace: Option<Duration>,
 }
 
 impl std::fmt::Debug for PostgresSection {

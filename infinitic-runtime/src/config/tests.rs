@@ -56,6 +56,8 @@ readers = 2
 connect_timeout = "3s"
 consumed_retention = "1d"
 max_batch = 9
+outbox_claim = "10s"
+timer_grace = "30s"
 [worker]
 service_concurrency = 1
 task_timeout = "2s"

@@ -77,6 +77,11 @@ pub struct Outgoing {
     /// A delivery handle reserved with [`LocalHandoff::reserve_ids`], so the sender can hand
     /// the message over before the commit that stores it has finished.
     pub id: Option<DeliveryId>,
+    /// `Some(its message id)` when this message is a durable timer (the completion of a
+    /// `StartTimer`, delivered at its due time). A state store that is not its own transport
+    /// keeps such a message as the timer's record until the transition that consumes that id
+    /// (see [`StateStore::overdue_timers`]): the broker's delayed message is only the wake-up.
+    pub timer: Option<MessageId>,
 }
 
 impl Outgoing {
@@ -94,7 +99,15 @@ impl Outgoing {
             deliver_at,
             local_lease: None,
             id: None,
+            timer: None,
         }
+    }
+
+    /// This message, marked as the durable timer whose message id is `id` (see
+    /// [`Self::timer`]).
+    pub fn as_timer(mut self, id: MessageId) -> Self {
+        self.timer = Some(id);
+        self
     }
 }
 
@@ -401,11 +414,30 @@ pub trait StateStore: Send + Sync + 'static {
     }
 
     /// Up to `max` messages committed in outboxes and not yet published, oldest first.
-    /// Empty for stores that publish in the commit itself.
+    /// Empty for stores that publish in the commit itself. Entries are returned again until
+    /// they are cleared; a store that several processes share (one database) may claim what
+    /// it returns for the handle that read it, so the relays of the other handles skip those
+    /// entries for a while and each is normally published once (a claim expires: the entries
+    /// of a relay that died are published by another).
     fn outbox(
         &self,
         max: usize,
     ) -> impl Future<Output = Result<Vec<OutboxEntry>, StoreError>> + Send {
+        let _ = max;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Durable timers whose due time passed more than the store's grace period ago and whose
+    /// message no transition consumed yet, up to `max`, by the store's clock: the broker lost
+    /// or delayed their wake-up, so the relay publishes them again (a timer its instance
+    /// already consumed changes nothing: it is recognised by its id and by the history). A
+    /// timer returned is not returned again before another grace period. Empty for stores
+    /// that keep no timers apart from their outbox (the embedded stores deliver their own
+    /// queue rows, which are the timers).
+    fn overdue_timers(
+        &self,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Outgoing>, StoreError>> + Send {
         let _ = max;
         async { Ok(Vec::new()) }
     }

@@ -10,6 +10,21 @@
 //!   at the time into one transaction whose statements are sent together (one round trip
 //!   for the batch, one for its `COMMIT`). A conflicting transition writes nothing and does
 //!   not fail the others. A few more connections serve loads and the outbox relay.
+//! - **Timers live here.** A durable timer's truth is its row in the `timers` table, written
+//!   by the transition that starts it (with its message, [`Outgoing::timer`]) and deleted by
+//!   the one that consumes that message (or ends the instance), in the same transactions. The
+//!   broker's delayed message is only the wake-up: the relay publishes again every timer due
+//!   longer than [`PostgresOptions::timer_grace`] ago and not consumed yet
+//!   ([`StateStore::overdue_timers`]), so a broker that loses timers (a crash, a lost ledger)
+//!   delays them by the grace period and loses none. A timer delivered twice fires once: its
+//!   message id is recorded as consumed, and past that record's retention the instance's
+//!   history knows the timer fired (the delivery is acknowledged, not dead-lettered).
+//! - **One clock.** Due times are absolute timestamps in history; the sweep compares them
+//!   with the database's time, and [`PostgresStore::clock`] gives workers that time as read
+//!   from their host (offset measured at connect and every minute), so a timer that a broker
+//!   on a clock running ahead delivers early is held by the worker until it is due.
+//! - Relays claim the outbox entries they read, so several workers on one database publish
+//!   each entry once (see [`PostgresOptions::outbox_claim`]).
 //! - The tables live in their own PostgreSQL schema ([`PostgresOptions::schema`]), created and
 //!   migrated by the store, with a schema version: a schema of another application, or one
 //!   written by a newer build, is refused with a clear error.
@@ -30,15 +45,17 @@
 //! # }
 //! ```
 
+mod clock;
 mod connection;
 mod reads;
 mod schema;
 mod writer;
 
 use super::{
-    CommitOutcome, Finished, OutboxEntry, Pending, StateStore, StoreError, StoredWorkflow,
-    Transition,
+    CommitOutcome, Finished, OutboxEntry, Outgoing, Pending, StateStore, StoreError,
+    StoredWorkflow, Transition,
 };
+use crate::clock::{Clock, OffsetClock};
 use connection::Target;
 use infinitic_core::WorkflowId;
 use reads::Readers;
@@ -88,6 +105,15 @@ pub struct PostgresOptions {
     pub consumed_retention: Duration,
     /// Most transitions committed in one transaction.
     pub max_batch: usize,
+    /// How long an outbox entry read by a relay is left to it before other relays publish it
+    /// too (a relay that died leaves its entries for this long).
+    pub outbox_claim: Duration,
+    /// How long after its due time a timer not consumed yet is published again from the
+    /// `timers` table (the broker lost or delayed its wake-up); then again after twice that,
+    /// four times, ... up to 64 times (a timer its instance ignores, the loser of a race,
+    /// stays until the instance ends). Longer than the delivery delays of a busy deployment:
+    /// publishing early only costs a duplicate, which is recognised.
+    pub timer_grace: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -99,6 +125,8 @@ impl Default for PostgresOptions {
             connect_timeout: Duration::from_secs(10),
             consumed_retention: Duration::from_secs(7 * 24 * 3600),
             max_batch: 512,
+            outbox_claim: Duration::from_secs(10),
+            timer_grace: Duration::from_secs(30),
         }
     }
 }
@@ -115,6 +143,13 @@ struct Inner {
     readers: Readers,
     finished: broadcast::Sender<WorkflowId>,
     location: String,
+    clock: OffsetClock,
+}
+
+impl AsRef<Readers> for Inner {
+    fn as_ref(&self) -> &Readers {
+        &self.readers
+    }
 }
 
 impl PostgresStore {
@@ -141,14 +176,26 @@ impl PostgresStore {
         .await?;
         let (jobs, queue) = mpsc::unbounded_channel();
         tokio::spawn(writer.run(queue));
-        Ok(Self {
-            inner: Arc::new(Inner {
-                jobs,
-                readers: Readers::new(Arc::clone(&target), &namespace, options.readers),
-                finished,
-                location: target.location(),
-            }),
-        })
+        let readers = Readers::new(Arc::clone(&target), &namespace, &options);
+        let clock = OffsetClock::default();
+        clock.set_offset_ms(clock::measure(&readers).await?);
+        let inner = Arc::new(Inner {
+            jobs,
+            readers,
+            finished,
+            location: target.location(),
+            clock: clock.clone(),
+        });
+        tokio::spawn(clock::refresh(Arc::downgrade(&inner), clock));
+        Ok(Self { inner })
+    }
+
+    /// The database's clock, as read from this machine: give it to the workers and clients
+    /// on this store (`WorkerConfig::clock`), so every process agrees on when a timer is due
+    /// whatever its host's clock says. Its offset is measured when connecting and every
+    /// minute after.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::new(self.inner.clock.clone())
     }
 
     /// Where the store is: `postgres://user@host:port/database (schema NAME)`, no password.
@@ -188,6 +235,10 @@ impl StateStore for PostgresStore {
 
     async fn outbox(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         self.inner.readers.outbox(max).await
+    }
+
+    async fn overdue_timers(&self, max: usize) -> Result<Vec<Outgoing>, StoreError> {
+        self.inner.readers.overdue_timers(max).await
     }
 
     async fn clear_outbox(&self, ids: Vec<u64>) -> Result<(), StoreError> {

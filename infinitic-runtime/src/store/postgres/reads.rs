@@ -1,14 +1,24 @@
 //! Loads and the outbox relay, on a few connections of their own beside the writer's.
 //!
+//! The relay's reads claim what they return for the store handle that reads: an outbox entry
+//! read through one handle (one process's relay) is skipped by the others until its claim
+//! expires ([`PostgresOptions::outbox_claim`]), so with several workers on one database each
+//! entry is normally published once; the claims of a relay that died expire and another
+//! relay publishes its entries. The handle that claimed an entry reads it again until it
+//! clears it (a publish that failed is tried again at once). Overdue timers are claimed the same
+//! way, for a grace period ([`PostgresOptions::timer_grace`]). Both use the database's clock.
+//!
 //! No pool crate: a connection serves concurrent queries (the driver pipelines them), so a
 //! handful shared round robin does what a pool would; a lost one is opened again on its next
 //! use.
 
 use super::connection::{runtime_error, Target};
+use super::PostgresOptions;
 use crate::store::encoding::{decode_events, decode_report_to};
 use crate::store::{
     OutboxEntry, Outgoing, StoreError, StoredWorkflow, WorkflowHeader, WorkflowState,
 };
+use infinitic_core::message::MessageId;
 use infinitic_core::{decode, Generation, Timestamp, WorkflowId};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +29,10 @@ use tokio_postgres::{Client, Row, Statement};
 pub(super) struct Readers {
     target: Arc<Target>,
     schema: String,
+    claim_ms: i64,
+    grace_ms: i64,
+    /// Who this handle is, for its claims: unique per store handle.
+    claimant: String,
     slots: Vec<Mutex<Option<Arc<Reader>>>>,
     next: AtomicUsize,
 }
@@ -31,7 +45,15 @@ struct Reader {
     load_with_history: Statement,
     outbox: Statement,
     clear: Statement,
+    overdue: Statement,
 }
+
+/// A timer published again by sweeps waits twice as long before each next one, up to
+/// 2^this grace periods.
+const SWEEP_BACKOFF: i32 = 6;
+
+/// The database's time in milliseconds since the epoch, in SQL (at the statement's start).
+pub(super) const NOW_MS: &str = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
 
 const COLUMNS: &str =
     "generation, workflow, method, input, started_at, parent, state, version, report_to";
@@ -54,10 +76,35 @@ impl Reader {
                 .await
                 .map_err(db)?,
             load_with_history: client.prepare(&load_with_history).await.map_err(db)?,
+            // $1 how many, $2 for how long (ms), $3 who claims. Entries claimed by another
+            // handle, or locked by one claiming them now, are skipped.
             outbox: client
                 .prepare(&format!(
-                    "SELECT id, topic, key, payload, deliver_at FROM {schema}.outbox
-                     ORDER BY id LIMIT $1"
+                    "UPDATE {schema}.outbox o
+                     SET claimed_by = $3::text, claimed_until = {NOW_MS} + $2::bigint
+                     FROM (SELECT id FROM {schema}.outbox
+                           WHERE claimed_until IS NULL OR claimed_until < {NOW_MS}
+                              OR claimed_by = $3::text
+                           ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) claimed
+                     WHERE o.id = claimed.id
+                     RETURNING o.id, o.topic, o.key, o.payload, o.deliver_at"
+                ))
+                .await
+                .map_err(db)?,
+            // $1 how many, $2 the grace period (ms): timers due longer ago than that, not
+            // published again within it, then within twice it, ... (a timer its instance
+            // ignores, the loser of a race, stays until the instance ends: published again
+            // less and less often, at most every 2^SWEEP_BACKOFF grace periods).
+            overdue: client
+                .prepare(&format!(
+                    "UPDATE {schema}.timers t SET swept_at = {NOW_MS}, sweeps = t.sweeps + 1
+                     FROM (SELECT message_id FROM {schema}.timers
+                           WHERE due_at < {NOW_MS} - $2::bigint
+                             AND (swept_at IS NULL OR swept_at < {NOW_MS}
+                                  - $2::bigint * (1::bigint << least(sweeps - 1, {SWEEP_BACKOFF})))
+                           ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) overdue
+                     WHERE t.message_id = overdue.message_id
+                     RETURNING t.topic, t.key, t.payload, t.due_at, t.message_id"
                 ))
                 .await
                 .map_err(db)?,
@@ -73,11 +120,17 @@ impl Reader {
 }
 
 impl Readers {
-    pub(super) fn new(target: Arc<Target>, schema: &str, count: usize) -> Self {
+    pub(super) fn new(target: Arc<Target>, schema: &str, options: &PostgresOptions) -> Self {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Self {
             target,
             schema: schema.to_string(),
-            slots: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
+            claim_ms: ms(options.outbox_claim),
+            grace_ms: ms(options.timer_grace),
+            claimant: claimant(),
+            slots: (0..options.readers.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
             next: AtomicUsize::new(0),
         }
     }
@@ -121,10 +174,42 @@ impl Readers {
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let rows = reader
             .client
-            .query(&reader.outbox, &[&limit])
+            .query(&reader.outbox, &[&limit, &self.claim_ms, &self.claimant])
             .await
             .map_err(|e| runtime_error(&e))?;
-        rows.iter().map(outbox_entry).collect()
+        let mut entries = rows
+            .iter()
+            .map(outbox_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        // An update returns its rows in no particular order.
+        entries.sort_by_key(|e| e.id);
+        Ok(entries)
+    }
+
+    /// The database's time, in milliseconds since the epoch.
+    pub(super) async fn database_time_ms(&self) -> Result<i64, StoreError> {
+        let reader = self.reader().await?;
+        let row = reader
+            .client
+            .query_one(&format!("SELECT {NOW_MS}"), &[])
+            .await
+            .map_err(|e| runtime_error(&e))?;
+        row.try_get(0)
+            .map_err(|e| StoreError::Database(format!("the database's time: {e}")))
+    }
+
+    /// Claims up to `max` overdue timers (see [`crate::store::StateStore::overdue_timers`]).
+    pub(super) async fn overdue_timers(&self, max: usize) -> Result<Vec<Outgoing>, StoreError> {
+        let reader = self.reader().await?;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = reader
+            .client
+            .query(&reader.overdue, &[&limit, &self.grace_ms])
+            .await
+            .map_err(|e| runtime_error(&e))?;
+        let mut timers = rows.iter().map(timer).collect::<Result<Vec<_>, _>>()?;
+        timers.sort_by_key(|t| t.deliver_at);
+        Ok(timers)
     }
 
     pub(super) async fn clear_outbox(&self, ids: Vec<u64>) -> Result<(), StoreError> {
@@ -220,4 +305,27 @@ fn outbox_entry(row: &Row) -> Result<OutboxEntry, StoreError> {
             Timestamp::from_millis(u64::try_from(deliver_at).unwrap_or(0)),
         ),
     })
+}
+
+fn timer(row: &Row) -> Result<Outgoing, StoreError> {
+    let db = |e: tokio_postgres::Error| StoreError::Database(format!("timer row: {e}"));
+    let due_at: i64 = row.try_get(3).map_err(db)?;
+    let id: String = row.try_get(4).map_err(db)?;
+    Ok(Outgoing::new(
+        row.try_get::<_, String>(0).map_err(db)?,
+        row.try_get::<_, String>(1).map_err(db)?,
+        row.try_get(2).map_err(db)?,
+        Timestamp::from_millis(u64::try_from(due_at).unwrap_or(0)),
+    )
+    .as_timer(MessageId::new(id)))
+}
+
+/// A name no other store handle has: the host's process id, the time and a counter.
+fn claimant() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{nanos:x}-{n}", std::process::id())
 }

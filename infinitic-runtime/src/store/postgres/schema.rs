@@ -16,6 +16,22 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[&str] = &[
     // 1 -> 2: clients' response topics (none for every instance stored before).
     "ALTER TABLE {schema}.workflows ADD COLUMN report_to bytea;",
+    // 2 -> 3: durable timers kept in the store; relays claim outbox entries. A timer already in
+    // the outbox or with the broker when the database is migrated has no row: its broker
+    // message stays its only record, as before.
+    "CREATE TABLE {schema}.timers (
+         message_id  text        PRIMARY KEY,
+         workflow_id text        NOT NULL,
+         due_at      bigint      NOT NULL,
+         topic       text        NOT NULL,
+         key         text        NOT NULL,
+         payload     bytea       NOT NULL,
+         swept_at    bigint,
+         sweeps      integer     NOT NULL DEFAULT 0
+     );
+     CREATE INDEX timers_by_due ON {schema}.timers (due_at);
+     CREATE INDEX timers_by_workflow ON {schema}.timers (workflow_id);
+     ALTER TABLE {schema}.outbox ADD COLUMN claimed_by text, ADD COLUMN claimed_until bigint;",
 ];
 
 /// The schema version this build writes, stored in the `schema_version` table.
@@ -50,8 +66,22 @@ CREATE TABLE {schema}.outbox (
     topic       text        NOT NULL,
     key         text        NOT NULL,
     payload     bytea       NOT NULL,
-    deliver_at  bigint      NOT NULL    -- milliseconds since the epoch
+    deliver_at  bigint      NOT NULL,   -- milliseconds since the epoch
+    claimed_by  text,                   -- the store handle whose relay publishes it
+    claimed_until bigint                -- until then (ms, database clock)
 );
+CREATE TABLE {schema}.timers (          -- durable timers not consumed yet: their truth
+    message_id  text        PRIMARY KEY,
+    workflow_id text        NOT NULL,
+    due_at      bigint      NOT NULL,   -- milliseconds since the epoch
+    topic       text        NOT NULL,
+    key         text        NOT NULL,
+    payload     bytea       NOT NULL,
+    swept_at    bigint,                 -- last published again by a sweep (ms)
+    sweeps      integer     NOT NULL DEFAULT 0  -- how many times
+);
+CREATE INDEX timers_by_due ON {schema}.timers (due_at);
+CREATE INDEX timers_by_workflow ON {schema}.timers (workflow_id);
 CREATE TABLE {schema}.consumed (
     message_id  text        PRIMARY KEY,
     consumed_at timestamptz NOT NULL DEFAULT now()

@@ -12,7 +12,7 @@
 use super::connection::{lost, runtime_error, Target};
 use super::PostgresOptions;
 use crate::store::encoding::Columns;
-use crate::store::{CommitOutcome, StoreError, Transition, WorkflowHeader};
+use crate::store::{CommitOutcome, StoreError, Transition, WorkflowHeader, WorkflowState};
 use futures_util::future::{join, join_all};
 use infinitic_core::WorkflowId;
 use std::sync::Arc;
@@ -46,11 +46,15 @@ pub(super) struct Encoded {
     header: Option<WorkflowHeader>,
     columns: Columns,
     is_final: bool,
+    /// Completed or failed: its timers not fired yet never will be.
+    ended: bool,
     consumed: Option<String>,
     topics: Vec<String>,
     keys: Vec<String>,
     payloads: Vec<Vec<u8>>,
     deliver_at: Vec<i64>,
+    /// For each outbox message, its message id if it is a durable timer.
+    timers: Vec<Option<String>>,
 }
 
 impl Encoded {
@@ -68,6 +72,10 @@ impl Encoded {
             started_at: t.header.as_ref().map(|h| millis(h.started_at.as_millis())),
             expected_version: i64::try_from(t.expected_version).unwrap_or(i64::MAX),
             is_final: t.state.is_final(),
+            ended: matches!(
+                t.state,
+                WorkflowState::Completed(_) | WorkflowState::Failed(_)
+            ),
             consumed: t.consumed.map(|c| c.message.as_str().to_string()),
             workflow_id: t.workflow_id,
             header: t.header,
@@ -76,6 +84,7 @@ impl Encoded {
             keys: Vec::with_capacity(t.outbox.len()),
             payloads: Vec::with_capacity(t.outbox.len()),
             deliver_at: Vec::with_capacity(t.outbox.len()),
+            timers: Vec::with_capacity(t.outbox.len()),
         };
         // Local hand-over fields are for stores that are their own transport: dropped.
         for message in t.outbox {
@@ -85,6 +94,9 @@ impl Encoded {
             encoded
                 .deliver_at
                 .push(millis(message.deliver_at.as_millis()));
+            encoded
+                .timers
+                .push(message.timer.map(|id| id.as_str().to_string()));
         }
         Ok(encoded)
     }
@@ -126,11 +138,14 @@ impl Connection {
 
 /// What each transition's statement shares: the consumed message not seen before (`seen`),
 /// then, only if the instance changed (`changed`, defined by the caller), the consumed
-/// message recorded, the history row and the outbox messages, in their order. Answers how
-/// many instances changed and how many consumed ids were recorded.
+/// message recorded, the history row, the outbox messages in their order, and the timers:
+/// the outbox's timer messages recorded (`timers`), the consumed message's timer forgotten
+/// (`fired`), and an instance that ended forgets the timers it still had (`ended`). Answers
+/// how many instances changed and how many consumed ids were recorded.
 ///
 /// Parameters: $1 id, $2 expected version, $3 state, $4 events, $5 consumed message id,
-/// $6..$9 the outbox's topics, keys, payloads and delivery times.
+/// $6..$9 the outbox's topics, keys, payloads and delivery times, $10 the outbox's timer
+/// message ids (NULL for other messages), $11 whether the instance ended.
 fn transition_sql(schema: &str, changed: &str) -> String {
     format!(
         "WITH seen AS (
@@ -152,19 +167,32 @@ fn transition_sql(schema: &str, changed: &str) -> String {
                  WITH ORDINALITY AS m (topic, key, payload, deliver_at, n)
             WHERE EXISTS (SELECT 1 FROM changed)
             ORDER BY m.n
+        ), timers AS (
+            INSERT INTO {schema}.timers (message_id, workflow_id, due_at, topic, key, payload)
+            SELECT m.timer, $1::text, m.deliver_at, m.topic, m.key, m.payload
+            FROM unnest($6::text[], $7::text[], $8::bytea[], $9::bigint[], $10::text[])
+                 AS m (topic, key, payload, deliver_at, timer)
+            WHERE m.timer IS NOT NULL AND NOT $11::boolean AND EXISTS (SELECT 1 FROM changed)
+            ON CONFLICT (message_id) DO NOTHING
+        ), fired AS (
+            DELETE FROM {schema}.timers
+            WHERE message_id = $5::text AND EXISTS (SELECT 1 FROM changed)
+        ), ended AS (
+            DELETE FROM {schema}.timers
+            WHERE workflow_id = $1::text AND $11::boolean AND EXISTS (SELECT 1 FROM changed)
         )
         SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM consumed)"
     )
 }
 
-/// A transition from version 0: inserts the instance. Extra parameters: $10 generation,
-/// $11 workflow, $12 method, $13 input, $14 started at, $15 parent, $16 response topics.
+/// A transition from version 0: inserts the instance. Extra parameters: $12 generation,
+/// $13 workflow, $14 method, $15 input, $16 started at, $17 parent, $18 response topics.
 fn create_sql(schema: &str) -> String {
     let changed = format!(
         "INSERT INTO {schema}.workflows (id, generation, workflow, method, input, started_at,
                                          parent, state, version, updated_at, report_to)
-         SELECT $1::text, $10::bigint, $11::text, $12::text, $13::bytea, $14::bigint,
-                $15::bytea, $3::bytea, 1, now(), $16::bytea
+         SELECT $1::text, $12::bigint, $13::text, $14::text, $15::bytea, $16::bigint,
+                $17::bytea, $3::bytea, 1, now(), $18::bytea
          WHERE $2::bigint = 0 AND NOT EXISTS (SELECT 1 FROM seen)
          ON CONFLICT (id) DO NOTHING
          RETURNING id"
@@ -172,14 +200,15 @@ fn create_sql(schema: &str) -> String {
     transition_sql(schema, &changed)
 }
 
-/// A transition from a version above 0: compare-and-set update. Extra parameter: $10 the new
-/// start time (a pending instance starting), or NULL; $11 the new response topics, or NULL.
+/// A transition from a version above 0: compare-and-set update. Extra parameters: $12 the
+/// new start time (a pending instance starting), or NULL; $13 the new response topics, or
+/// NULL.
 fn step_sql(schema: &str) -> String {
     let changed = format!(
         "UPDATE {schema}.workflows
          SET state = $3::bytea, version = version + 1, updated_at = now(),
-             started_at = coalesce($10::bigint, started_at),
-             report_to = coalesce($11::bytea, report_to)
+             started_at = coalesce($12::bigint, started_at),
+             report_to = coalesce($13::bytea, report_to)
          WHERE id = $1::text AND version = $2::bigint AND NOT EXISTS (SELECT 1 FROM seen)
          RETURNING id"
     );
@@ -438,6 +467,8 @@ fn parameters(t: &Encoded) -> Vec<&(dyn ToSql + Sync)> {
         &t.keys,
         &t.payloads,
         &t.deliver_at,
+        &t.timers,
+        &t.ended,
     ];
     match (&t.header, t.expected_version) {
         (Some(header), 0) => {

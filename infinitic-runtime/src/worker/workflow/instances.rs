@@ -2,7 +2,7 @@
 //! live future (sticky execution) or rebuild it from history first, and build what the step
 //! sends and stores.
 
-use super::not_applied::{refuse, warn_later, NotApplied};
+use super::not_applied::{held_early, refuse, warn_later, NotApplied};
 use super::parked::{keep_for_parked, Parked};
 use super::rebuild::Rebuilt;
 use super::signals::IncomingSignal;
@@ -152,6 +152,11 @@ impl Instances {
                     };
                     (consumed, m)
                 });
+                let message = decoded.as_ref().ok().map(|(_, m)| m);
+                if let Some(hold) = held_early(message, &delivery, self.clock.now()) {
+                    batch.settlements.push(hold);
+                    return;
+                }
                 let (id, applied) = match decoded {
                     Err(error) => (
                         None,

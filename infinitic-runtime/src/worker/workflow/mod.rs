@@ -306,7 +306,9 @@ fn settlement_of(consumed: &Consumed, dead_letter: &Option<String>) -> Settlemen
 /// Publishes what commits put in the store's outbox, oldest first, then forgets it: woken by
 /// each commit, and every `poll` for commits of other processes. Once `finish` is set (the
 /// worker's last commit is done), empties the outbox once more and returns. A crash between
-/// publishing and forgetting publishes again, with the same message ids.
+/// publishing and forgetting publishes again, with the same message ids. Every
+/// [`SWEEP_EVERY`] it also publishes again the store's overdue timers (whose wake-up the
+/// broker lost or delayed, see [`StateStore::overdue_timers`]).
 async fn relay_outbox<T: Transport, S: StateStore>(
     transport: Arc<T>,
     store: Arc<S>,
@@ -315,9 +317,19 @@ async fn relay_outbox<T: Transport, S: StateStore>(
     mut finish: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
+    let mut swept = tokio::time::Instant::now();
     loop {
         let stopping = *finish.borrow();
+        let sweep = swept.elapsed() >= SWEEP_EVERY;
         let relayed = async {
+            if sweep {
+                let timers = store.overdue_timers(RELAY_BATCH).await?;
+                if !timers.is_empty() {
+                    tracing::info!(count = timers.len(), "overdue timers published again");
+                    transport.publish(timers).await?;
+                }
+                swept = tokio::time::Instant::now();
+            }
             let entries = store.outbox(RELAY_BATCH).await?;
             let count = entries.len();
             if count > 0 {
@@ -357,6 +369,9 @@ async fn relay_outbox<T: Transport, S: StateStore>(
         }
     }
 }
+
+/// How often the relay looks for overdue timers.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// Outbox entries relayed at a time.
 const RELAY_BATCH: usize = 256;

@@ -1,10 +1,13 @@
 //! Events that cannot be applied now: held (delivered again later, never dead-lettered) or
-//! refused for good (dead-lettered with a reason).
+//! refused for good (dead-lettered with a reason), and events that come early.
 
+use super::HOLD_BASE;
 use crate::protocol;
-use crate::store::{StoreError, Transition, WorkflowState};
+use crate::store::{Delivery, Settlement, StoreError, Transition, WorkflowState};
+use crate::worker::backoff;
 use crate::worker::warn_throttled;
-use infinitic_core::{Limits, StepOutcome, WorkflowId};
+use infinitic_core::message::Message;
+use infinitic_core::{Limits, StepOutcome, Timestamp, WorkflowId};
 
 /// Why an event could not be applied now.
 pub(super) enum NotApplied {
@@ -45,6 +48,32 @@ impl NotApplied {
         };
         NotApplied::Later { reason, park }
     }
+}
+
+/// The settlement of a completion that came before its time (stamped `at` later than `now`
+/// by the worker's clock): a timer whose broker reads a clock running ahead of the reference
+/// (or a completion from a host whose clock does). Held until `at`, so no timer fires early by
+/// the reference clock, and at least a growing backoff later, so a broker that keeps
+/// delivering it early is not asked again in a tight loop. `None`: not early.
+pub(super) fn held_early(
+    message: Option<&Message>,
+    delivery: &Delivery,
+    now: Timestamp,
+) -> Option<Settlement> {
+    let Some(Message::CommandCompleted { at, .. }) = message else {
+        return None;
+    };
+    if *at <= now {
+        return None;
+    }
+    tracing::debug!(
+        early_ms = at.saturating_duration_since(now).as_millis() as u64,
+        "an event came before its time: held"
+    );
+    Some(Settlement::Retry {
+        delivery: delivery.id,
+        at: (*at).max(now + backoff(HOLD_BASE, delivery.attempt)),
+    })
 }
 
 /// Logs, at most once per interval for each kind, that an event of `id` waits.
