@@ -4,7 +4,8 @@
 # the tests with `--features postgres` under CI=true (a test whose server is missing fails),
 # and stops the server on exit; then the Pulsar transport's tests (scripts/test-pulsar.sh);
 # then, with PostgreSQL still up and a Pulsar broker of its own, the deployments suite
-# (tests/deployments) on its distributed deployment. Run by .ci/run after the embedded steps.
+# (tests/deployments) on its distributed deployment; last, the short chaos run (it kills and
+# restarts that PostgreSQL). Run by .ci/run after the embedded steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,3 +45,9 @@ export INFINITIC_PULSAR_RUN="$pulsar_run"
 source "$(scripts/pulsar.sh start)"
 cargo clippy --workspace --all-targets --features postgres,pulsar -- -D warnings
 cargo test --features postgres,pulsar --test deployments
+
+echo "== chaos, short (benches/chaos --quick)"
+# 50 workflows on two workflow and two service worker processes, each kind SIGKILLed once, the
+# broker (its own, under $INFINITIC_PULSAR_RUN) and the PostgreSQL above SIGKILLed and
+# restarted once; fails unless every check holds. The full run: see benches/chaos/main.rs.
+cargo test --features postgres,pulsar --bench chaos -- --quick

@@ -36,7 +36,11 @@ impl Options {
             workflows: value("--workflows").unwrap_or(if quick { 50 } else { 500 }),
             kills: value("--kills").map_or(if quick { 1 } else { 4 }, |k| k.max(1) as u32),
             seed: value("--seed").unwrap_or(now % 1_000_000),
-            patience: Duration::from_secs(value("--patience-s").unwrap_or(600)),
+            patience: Duration::from_secs(value("--patience-s").unwrap_or(if quick {
+                180
+            } else {
+                600
+            })),
             counts: [
                 value("--workflow-workers").unwrap_or(2).max(1),
                 value("--service-workers").unwrap_or(2).max(1),
