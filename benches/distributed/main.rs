@@ -115,6 +115,11 @@ async fn workloads<S: StateStore + Clone + Send + Sync + 'static>(
     workloads::warm_up(client).await;
     let runs = if quick { 5 } else { 20 };
     let mut usage = Vec::new();
+    // Connected, caught up, nothing to do: what the processes burn waiting.
+    let phase = Phase::start(groups);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (wall, u) = phase.finish();
+    usage.push(("idle (workers connected)", wall, u));
     let phase = Phase::start(groups);
     let w1a = workloads::w1a(client, runs).await;
     let (wall, u) = phase.finish();

@@ -218,6 +218,8 @@ impl Drop for Broker {
                 .arg("stop")
                 .env("INFINITIC_PULSAR_RUN", self.run_root())
                 .output();
+            // The script removes the broker's dir; its (now empty) run root is ours too.
+            let _ = std::fs::remove_dir(self.run_root());
         }
     }
 }
