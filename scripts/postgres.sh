@@ -5,6 +5,8 @@
 #   scripts/postgres.sh install                   # apt-get PostgreSQL 15 and openssl if missing
 #   scripts/postgres.sh start [--fsync on|off] [--tls] [--env FILE]
 #   scripts/postgres.sh stop DIR                  # DIR: INFINITIC_PG_DIR from the env file
+#   scripts/postgres.sh kill DIR                  # SIGKILL the server, keep its data (crash tests)
+#   scripts/postgres.sh restart DIR               # start it again on its data, port and options
 #
 # `start` writes an env file (default: DIR/env) and prints its path; `source` it to get
 #   INFINITIC_PG_URL      postgres://infinitic:PASSWORD@127.0.0.1:PORT/infinitic
@@ -114,10 +116,12 @@ start() {
     local started=no
     for _ in 1 2 3 4 5; do
         port=$(free_port)
+        # Kept for `restart`, which starts the server again on the same port and options.
+        echo "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir/sock \
+            -c fsync=$fsync -c synchronous_commit=on -c max_connections=200 \
+            ${ssl_options[*]}" > "$dir/options"
         if runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/log/server.log" -w -t 30 \
-            -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir/sock \
-                -c fsync=$fsync -c synchronous_commit=on -c max_connections=200 \
-                ${ssl_options[*]}" start >/dev/null 2>&1; then
+            -o "$(cat "$dir/options")" start >/dev/null 2>&1; then
             started=yes
             break
         fi
@@ -154,11 +158,52 @@ stop() {
     rm -rf "$dir"
 }
 
+# The postmaster's pid, from its pid file (empty when it is not running).
+postmaster_pid() {
+    head -n 1 "$1/data/postmaster.pid" 2>/dev/null || true
+}
+
+checked_dir() {
+    local dir=${1:-${INFINITIC_PG_DIR:-}}
+    [ -n "$dir" ] || die "$2 DIR (INFINITIC_PG_DIR)"
+    case $dir in /tmp/infinitic-pg.*) ;; *) die "$dir is not a directory this script made" ;; esac
+    [ -f "$dir/options" ] || die "$dir has no saved options (started by an older script?)"
+    echo "$dir"
+}
+
+# SIGKILL the postmaster (its backends notice and exit): a crash, the data is kept.
+kill_server() {
+    local dir pid
+    dir=$(checked_dir "${1:-}" kill)
+    pid=$(postmaster_pid "$dir")
+    [ -n "$pid" ] || die "no server running in $dir"
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+# Starts the server again on its data dir (crash recovery runs), same port and options. The
+# backends of a killed postmaster hold its shared memory until they exit: tried until they have.
+restart() {
+    local dir bin
+    dir=$(checked_dir "${1:-}" restart)
+    bin=$(bindir)
+    for _ in $(seq 1 30); do
+        if runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/log/server.log" -w -t 30 \
+            -o "$(cat "$dir/options")" start >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 1
+    done
+    tail -n 20 "$dir/log/server.log" >&2
+    die "the server did not start again"
+}
+
 command=${1:-}
 shift || true
 case $command in
     install) install ;;
     start) start "$@" ;;
     stop) stop "$@" ;;
-    *) die "usage: $0 install | start [--fsync on|off] [--tls] [--env FILE] | stop DIR" ;;
+    kill) kill_server "$@" ;;
+    restart) restart "$@" ;;
+    *) die "usage: $0 install | start [--fsync on|off] [--tls] [--env FILE] | stop DIR | kill DIR | restart DIR" ;;
 esac

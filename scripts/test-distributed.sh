@@ -5,9 +5,9 @@
 # and stops the server on exit; then the Pulsar transport's tests (scripts/test-pulsar.sh);
 # then, with PostgreSQL still up and a Pulsar broker of its own, the deployments suite
 # (tests/deployments) on its distributed deployment, the billing example as three processes
-# (scripts/billing-distributed.sh), and 1,000 durable timers across a broker SIGKILL
-# (tests/pulsar_timers.rs, on a broker the test starts itself). Run by .ci/run after the
-# embedded steps.
+# (scripts/billing-distributed.sh), 1,000 durable timers across a broker SIGKILL
+# (tests/pulsar_timers.rs, on a broker the test starts itself) and, last, the short chaos run
+# (it kills and restarts that PostgreSQL). Run by .ci/run after the embedded steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,3 +57,9 @@ bash scripts/billing-distributed.sh
 
 echo "== 1,000 durable timers across a broker SIGKILL (tests/pulsar_timers.rs)"
 cargo test --features postgres,pulsar --test pulsar_timers -- --nocapture
+
+echo "== chaos, short (benches/chaos --quick)"
+# 50 workflows on two workflow and two service worker processes, each kind SIGKILLed once, the
+# broker (its own, under $INFINITIC_PULSAR_RUN) and the PostgreSQL above SIGKILLed and
+# restarted once; fails unless every check holds. The full run: see benches/chaos/main.rs.
+cargo test --features postgres,pulsar --bench chaos -- --quick
