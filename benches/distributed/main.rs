@@ -2,9 +2,10 @@
 //! on), then the same on the embedded store in the same run, as the baseline, and the ratios.
 //!
 //! Processes: the service worker runs in a process of its own (this binary again, with
-//! `--role service-worker`); the workflow worker and the client run in the bench process and
-//! share one `PostgresStore`, so a client learns a workflow's end from that store's commit
-//! (no polling: latencies are not rounded up to a poll interval). For each phase it prints each
+//! `--role service-worker`); the workflow worker and the client run in the bench process. The
+//! client is the one applications run over a broker (`Client::with_backends`): it starts
+//! workflows with a message and learns each result from its response topic, as the instance
+//! reports it (no polling: latencies are not rounded up to a poll interval). For each phase it prints each
 //! process's CPU share (utime + stime over wall time, from /proc) and peak RSS (VmHWM): the
 //! bench process, the service worker, the broker JVM and PostgreSQL (postmaster and backends).
 //!
