@@ -9,60 +9,12 @@ use infinitic::prelude::*;
 use infinitic::StateStore;
 use std::time::Instant;
 
-#[service]
-pub trait Step {
-    async fn inc(&self, n: u64) -> u64;
-}
+#[path = "../support/workloads.rs"]
+mod definitions;
 
-pub struct StepImpl;
-
-impl Step for StepImpl {
-    async fn inc(&self, n: u64) -> u64 {
-        n + 1
-    }
-}
-
-#[workflow]
-pub trait Sequence {
-    async fn run(&self, n: u64) -> u64;
-}
-
-#[derive(Default)]
-pub struct SequenceImpl {
-    step: StepStub,
-}
-
-#[workflow]
-impl Sequence for SequenceImpl {
-    async fn run(&self, mut n: u64) -> u64 {
-        for _ in 0..10 {
-            n = self.step.inc(n).await.unwrap_or(0);
-        }
-        n
-    }
-}
-
-#[workflow]
-pub trait FanOut {
-    async fn run(&self, width: u64) -> u64;
-}
-
-#[derive(Default)]
-pub struct FanOutImpl {
-    step: StepStub,
-}
-
-#[workflow]
-impl FanOut for FanOutImpl {
-    async fn run(&self, width: u64) -> u64 {
-        let calls = (0..width).map(|i| self.step.inc(i));
-        workflow::join_all(calls)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap_or(0))
-            .sum()
-    }
-}
+pub use definitions::{
+    FanOutImpl, FanOutStub, SequenceImpl, SequenceStub, StepDispatcher, StepImpl,
+};
 
 /// Latencies (ms) and, for W1b, throughput.
 #[derive(Clone, Debug, Default)]

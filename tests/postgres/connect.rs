@@ -130,7 +130,14 @@ async fn tls_with_the_right_ca_connects_and_every_connection_is_encrypted() {
         "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a
          JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{database}'"
     ));
-    assert_eq!(connections, "2|2", "the writer and a reader, both with TLS");
+    // The writer and the readers that were opened (the clock's measure and the load may or
+    // may not share one): every one with TLS.
+    let (encrypted, all) = connections.split_once('|').expect("two counts");
+    assert_eq!(encrypted, all, "every connection has TLS: {connections}");
+    assert!(
+        all.parse::<u32>().unwrap() >= 2,
+        "the writer and a reader: {connections}"
+    );
 }
 
 #[tokio::test]
