@@ -2,7 +2,8 @@
 //! durable timer each) run on two workers, the broker is SIGKILLed and restarted on the same
 //! data (issue 11: "reconnects, and a consumer whose stream ends is recreated"). Every
 //! workflow completes with the right result, every step is applied once, no timer fires
-//! early, and messages published after the restart (workflows started while the broker was
+//! early, a client over the broker that waited for results across the crash gets them
+//! (reported after the restart), and messages published after the restart (workflows started while the broker was
 //! down, and after it came back) are delivered.
 //!
 //! The test starts a broker of its own with `scripts/pulsar.sh`, in
@@ -405,6 +406,16 @@ async fn run(broker: &Broker, worker_count: usize, crash: Crash) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A client over the broker (another process, say) waits for the first workflows' results
+    // across the crash: it asked before the kill, and the reports come after the restart.
+    let watcher = Client::with_backends(transports[0].clone(), state.clone());
+    let mut watched = Vec::new();
+    for (n, id) in &started {
+        let handle = watcher.handle::<Result<u64, String>>(id.clone());
+        let waited = tokio::spawn(async move { handle.result_within(ALL_DONE_WITHIN).await });
+        watched.push((*n, id.clone(), waited));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // its requests reach the broker
     let killed_at = began.elapsed();
     let calls_before_kill = steps.calls.load(Ordering::SeqCst);
     if crash == Crash::KillAndRestart {
@@ -455,6 +466,14 @@ async fn run(broker: &Broker, worker_count: usize, crash: Crash) {
         assert_eq!(result, Ok(n + 111), "{id}");
     }
     let all_done = began.elapsed();
+    for (n, id, waited) in watched {
+        let reported = waited.await.expect("the waiting task ran");
+        assert_eq!(
+            reported.expect("reported"),
+            Ok(n + 111),
+            "{id}, over the broker"
+        );
+    }
 
     // Every step applied once; no timer fired early.
     for (_, id) in &started {
