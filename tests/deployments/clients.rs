@@ -4,9 +4,11 @@
 //! distributed deployment the other client reaches the broker and reads PostgreSQL as a role
 //! that may only read: everything it does needs no database write.
 
-use crate::{finish, retries, Deployment};
+use crate::dead_letters::raw;
+use crate::{dead_letters_until, finish, retries, Deployment};
 use infinitic::prelude::*;
 use infinitic::ClientError;
+use infinitic::Transport;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +95,34 @@ pub async fn another_process_awaits_results_by_id<D: Deployment>(d: D) {
         matches!(missing, Err(ClientError::NotFound(_))),
         "{missing:?}"
     );
+
+    // Garbage on a client's response topic (over a broker) is dead-lettered with the reason,
+    // and the client goes on.
+    if let Some(topic) = other.response_topic() {
+        let junk = b"\xC1 not a response".to_vec();
+        let published = d
+            .transport()
+            .publish(vec![raw(topic, "junk", junk.clone())]);
+        published.await.unwrap();
+        let letters = dead_letters_until(&d, |l| l.iter().any(|l| l.topic == topic)).await;
+        let letter = letters.iter().find(|l| l.topic == topic).unwrap();
+        assert_eq!(letter.payload, junk);
+        assert!(
+            letter
+                .reason
+                .starts_with("undecodable response on a client topic"),
+            "{letter:?}"
+        );
+        let after = other
+            .dispatch_with_id("slow-3", SlowStub.run(10))
+            .await
+            .unwrap();
+        assert_eq!(
+            finish(&d, &after).await,
+            11,
+            "the client still reads its topic"
+        );
+    }
     d.stop(worker).await;
 }
 
