@@ -27,9 +27,7 @@ use infinitic::{
     Client, Command, HistoryEvent, RetryPolicy, StateStore, Transport, Worker, WorkerConfig,
     WorkflowId,
 };
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -92,6 +90,8 @@ const STEPS_PER_RUN: usize = 4;
 
 #[path = "support/broker.rs"]
 mod broker;
+#[path = "support/redeliveries.rs"]
+mod redeliveries;
 use broker::Broker;
 
 // ---- Observing the backends ------------------------------------------------------------
@@ -99,10 +99,7 @@ use broker::Broker;
 /// What the wrappers saw.
 #[derive(Default)]
 struct Counts {
-    deliveries: AtomicU64,
-    /// Deliveries of a message (topic and payload) delivered before.
-    redeliveries: AtomicU64,
-    seen: Mutex<HashSet<u64>>,
+    delivered: redeliveries::Redeliveries,
     /// Set when the restarted broker is ready.
     restarted: AtomicBool,
     deliveries_after_restart: AtomicU64,
@@ -152,18 +149,10 @@ impl<T: Transport + Clone> Transport for Counting<T> {
             .counts
             .error(self.inner.receive(topics, max, lease).await)?;
         let c = &self.counts;
-        let n = received.deliveries.len() as u64;
-        c.deliveries.fetch_add(n, Ordering::Relaxed);
+        c.delivered.record(&received.deliveries);
         if c.restarted.load(Ordering::SeqCst) {
+            let n = received.deliveries.len() as u64;
             c.deliveries_after_restart.fetch_add(n, Ordering::Relaxed);
-        }
-        let mut seen = c.seen.lock().unwrap();
-        for d in &received.deliveries {
-            let mut hash = DefaultHasher::new();
-            (&d.topic, &d.payload).hash(&mut hash);
-            if !seen.insert(hash.finish()) {
-                c.redeliveries.fetch_add(1, Ordering::Relaxed);
-            }
         }
         Ok(received)
     }
@@ -543,8 +532,8 @@ async fn run(broker: &Broker, worker_count: usize, crash: Crash) {
          redelivered {} (after the restart: {after} deliveries, {published_after} publishes); \
          state-store conflicts {}; service calls {calls} for {} steps; transport errors {}",
         all_done.saturating_sub(restarted_at),
-        counts.deliveries.load(Ordering::Relaxed),
-        counts.redeliveries.load(Ordering::Relaxed),
+        counts.delivered.deliveries.load(Ordering::Relaxed),
+        counts.delivered.redeliveries.load(Ordering::Relaxed),
         counts.conflicts.load(Ordering::Relaxed),
         runs * 3,
         counts.errors.load(Ordering::Relaxed),

@@ -20,6 +20,8 @@ mod broker;
 #[allow(dead_code)]
 #[path = "support/postgres.rs"]
 mod pg;
+#[path = "support/redeliveries.rs"]
+mod redeliveries;
 
 use broker::Broker;
 use infinitic::prelude::*;
@@ -28,11 +30,9 @@ use infinitic::store::pulsar::{PulsarOptions, PulsarTransport};
 use infinitic::store::{Activity, DeadLetter, Outgoing, Received, Settlement, StoreError};
 use infinitic::{Client, Command, HistoryEvent, StateStore, Transport, Worker, WorkerConfig};
 use infinitic::{Timestamp, WorkflowId};
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WORKFLOWS: u64 = 1_000;
@@ -61,9 +61,7 @@ impl Nap for NapImpl {
 /// Deliveries seen, and how many were of a message delivered before.
 #[derive(Default)]
 struct Counts {
-    deliveries: AtomicU64,
-    redeliveries: AtomicU64,
-    seen: Mutex<HashSet<u64>>,
+    delivered: redeliveries::Redeliveries,
     /// Timers published again by the relays' sweeps (the relay's own publications carry no
     /// timer mark).
     swept: AtomicU64,
@@ -91,17 +89,7 @@ impl Transport for Counting {
         lease: Duration,
     ) -> Result<Received, StoreError> {
         let received = self.inner.receive(topics, max, lease).await?;
-        let c = &self.counts;
-        c.deliveries
-            .fetch_add(received.deliveries.len() as u64, Ordering::Relaxed);
-        let mut seen = c.seen.lock().unwrap_or_else(|p| p.into_inner());
-        for delivery in &received.deliveries {
-            let mut hasher = DefaultHasher::new();
-            (&delivery.topic, &delivery.payload).hash(&mut hasher);
-            if !seen.insert(hasher.finish()) {
-                c.redeliveries.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.counts.delivered.record(&received.deliveries);
         Ok(received)
     }
 
@@ -279,8 +267,8 @@ async fn a_thousand_timers_fire_once_none_lost_none_early_across_a_broker_sigkil
          restarted by {restarted:?}, all fired once by {all_done:?} (latest {latest_lateness:?} \
          after its due time); deliveries {}, redeliveries {}, timers published again by the \
          sweep {}",
-        counts.deliveries.load(Ordering::Relaxed),
-        counts.redeliveries.load(Ordering::Relaxed),
+        counts.delivered.deliveries.load(Ordering::Relaxed),
+        counts.delivered.redeliveries.load(Ordering::Relaxed),
         counts.swept.load(Ordering::Relaxed),
     );
 }

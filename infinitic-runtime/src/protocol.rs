@@ -173,17 +173,16 @@ pub(crate) fn start_over_broker(
     header: &WorkflowHeader,
     reply_to: &str,
 ) -> Outgoing {
-    let mut message = Message::start_workflow(
-        id.clone(),
-        header.workflow.clone(),
-        header.method.clone(),
-        header.input.clone(),
-        None,
-        false,
-    );
-    if let Message::StartWorkflow { reply_to: to, .. } = &mut message {
-        *to = Some(reply_to.to_string());
-    }
+    let message = Message::StartWorkflow {
+        workflow_id: id.clone(),
+        generation: header.generation,
+        workflow: header.workflow.clone(),
+        method: header.method.clone(),
+        input: header.input.clone(),
+        parent: None,
+        pending: false,
+        reply_to: Some(reply_to.to_string()),
+    };
     Outgoing::new(
         topics::workflow(&header.workflow),
         id.to_string(),

@@ -314,6 +314,8 @@ impl Deployment for Distributed {
             poll_interval: Duration::from_millis(20),
             task_timeout: Duration::from_secs(10),
             task_lease_margin: Duration::from_secs(10),
+            // The database's clock, as distributed workers run (timers due by one clock).
+            clock: self.state.clock(),
             ..WorkerConfig::default()
         })
         .start()
@@ -321,6 +323,7 @@ impl Deployment for Distributed {
 
     fn client(&self) -> Client<Self::S> {
         Client::with_backends(self.transport.clone(), self.state.clone())
+            .with_clock(self.state.clock())
     }
 
     async fn other_client(&self) -> Client<Self::S> {

@@ -166,7 +166,7 @@ impl Config {
     /// ```no_run
     /// use infinitic_runtime::config::Config;
     /// let config = Config::load("examples/billing/embedded.toml")?;
-    /// println!("{} deployment", config.deployment().name());
+    /// tracing::info!(deployment = config.deployment().name(), "configuration loaded");
     /// # Ok::<(), infinitic_runtime::config::ConfigError>(())
     /// ```
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {

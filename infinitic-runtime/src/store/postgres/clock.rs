@@ -7,7 +7,6 @@
 use super::reads::Readers;
 use crate::clock::OffsetClock;
 use crate::store::StoreError;
-use infinitic_core::Timestamp;
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -15,13 +14,16 @@ use std::time::Duration;
 pub(super) const REFRESH: Duration = Duration::from_secs(60);
 
 /// How far ahead of this machine's wall clock the database's clock is, in milliseconds:
-/// measured against the middle of the query's round trip, so off by at most half of it.
+/// each reading is off by at most half its round trip, so the reading with the shortest round
+/// trip of [`SAMPLES`] is kept (a busy server or network makes some slow).
 pub(super) async fn measure(readers: &Readers) -> Result<i64, StoreError> {
-    let before = wall_ms();
-    let database = readers.database_time_ms().await?;
-    let after = wall_ms();
-    Ok(database - (before + (after - before) / 2))
+    let samples = readers.clock_samples(SAMPLES).await?;
+    let fastest = samples.into_iter().min(); // by round trip
+    Ok(fastest.map_or(0, |(_, offset)| offset))
 }
+
+/// Round trips measured each time the offset is.
+const SAMPLES: usize = 3;
 
 /// Measures the offset every [`REFRESH`] while `readers` (the store) is alive; a failed
 /// measure keeps the last offset.
@@ -38,8 +40,4 @@ pub(super) async fn refresh(readers: Weak<impl AsRef<Readers>>, clock: OffsetClo
             }
         }
     }
-}
-
-fn wall_ms() -> i64 {
-    i64::try_from(Timestamp::wall_clock().as_millis()).unwrap_or(i64::MAX)
 }

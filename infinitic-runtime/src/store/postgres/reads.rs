@@ -186,16 +186,33 @@ impl Readers {
         Ok(entries)
     }
 
-    /// The database's time, in milliseconds since the epoch.
-    pub(super) async fn database_time_ms(&self) -> Result<i64, StoreError> {
+    /// `count` readings of the database's time against this machine's wall clock, on one
+    /// connection: for each, the round trip and how far ahead the database is, both in
+    /// milliseconds, measured against the middle of the round trip. The reader is taken
+    /// first, so opening a connection is not measured.
+    pub(super) async fn clock_samples(&self, count: usize) -> Result<Vec<(i64, i64)>, StoreError> {
         let reader = self.reader().await?;
-        let row = reader
-            .client
-            .query_one(&format!("SELECT {NOW_MS}"), &[])
-            .await
-            .map_err(|e| runtime_error(&e))?;
-        row.try_get(0)
-            .map_err(|e| StoreError::Database(format!("the database's time: {e}")))
+        let wall_ms = || i64::try_from(Timestamp::wall_clock().as_millis()).unwrap_or(i64::MAX);
+        let mut samples = Vec::with_capacity(count);
+        for _ in 0..count {
+            let before = wall_ms();
+            // The simple protocol: one round trip.
+            let messages = reader
+                .client
+                .simple_query(&format!("SELECT {NOW_MS}"))
+                .await
+                .map_err(|e| runtime_error(&e))?;
+            let after = wall_ms();
+            let value = messages.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+                _ => None,
+            });
+            let database: i64 = value
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| StoreError::Database(format!("the database's time: {value:?}")))?;
+            samples.push((after - before, database - (before + (after - before) / 2)));
+        }
+        Ok(samples)
     }
 
     /// Claims up to `max` overdue timers (see [`crate::store::StateStore::overdue_timers`]).

@@ -87,6 +87,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use topics::TopicLayout;
 
+/// How far ahead of this host's clock a message may be due and still be sent as an immediate
+/// one (see [`PulsarTransport`]'s `publish`): the clock offsets of hosts kept in sync.
+const IMMEDIATE_TOLERANCE: Duration = Duration::from_millis(20);
+
 /// How often expired leases are looked for.
 const LEASE_SWEEP: Duration = Duration::from_millis(20);
 
@@ -261,7 +265,12 @@ impl PulsarTransport {
                 let message = pulsar::producer::Message {
                     properties: properties(&m),
                     partition_key: (!m.key.is_empty()).then(|| m.key.clone()),
-                    deliver_at_time: (m.deliver_at > now)
+                    // Due now or within the tolerance: sent as an immediate message. A
+                    // sender on another clock (the database's) stamps "now" a few ms ahead of
+                    // this host's; as a delayed message it would wait for the broker's next
+                    // tick, behind later messages of its key. A consumer holds what comes
+                    // before its time, so nothing runs early.
+                    deliver_at_time: (m.deliver_at > now + IMMEDIATE_TOLERANCE)
                         .then(|| i64::try_from(m.deliver_at.as_millis()).unwrap_or(i64::MAX)),
                     payload: m.payload,
                     ..Default::default()

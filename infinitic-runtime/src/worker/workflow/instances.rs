@@ -105,17 +105,7 @@ impl Instances {
                                 outcome,
                             }) => {
                                 warn_later(&command.workflow, &reason);
-                                let event = protocol::completion(
-                                    &workflow,
-                                    &command,
-                                    outcome,
-                                    at,
-                                    self.clock.now() + HOLD_BASE,
-                                );
-                                Some(Settlement::Ack {
-                                    delivery,
-                                    publish: vec![event],
-                                })
+                                Some(self.keep_as_event(delivery, &workflow, &command, outcome, at))
                             }
                         }
                     }
@@ -128,17 +118,7 @@ impl Instances {
                     Err(NotApplied::Later { reason, park }) => {
                         warn_later(&command.workflow, &reason);
                         batch.transitions.extend(park.map(|t| *t));
-                        let event = protocol::completion(
-                            &workflow,
-                            &command,
-                            outcome,
-                            at,
-                            self.clock.now() + HOLD_BASE,
-                        );
-                        Some(Settlement::Ack {
-                            delivery,
-                            publish: vec![event],
-                        })
+                        Some(self.keep_as_event(delivery, &workflow, &command, outcome, at))
                     }
                     Err(NotApplied::Never(reason)) => Some(dead_letter(reason)),
                 };
@@ -276,6 +256,25 @@ impl Instances {
                 };
                 batch.settlements.extend(settlement);
             }
+        }
+    }
+
+    /// A task's outcome this worker cannot apply now, only held in memory: removes the task
+    /// message and publishes the outcome as an event (delivered after a short hold), so it is
+    /// applied later, on the stored state.
+    fn keep_as_event(
+        &self,
+        task: DeliveryId,
+        workflow: &str,
+        command: &CommandId,
+        outcome: StepOutcome,
+        at: Timestamp,
+    ) -> Settlement {
+        let event =
+            protocol::completion(workflow, command, outcome, at, self.clock.now() + HOLD_BASE);
+        Settlement::Ack {
+            delivery: task,
+            publish: vec![event],
         }
     }
 

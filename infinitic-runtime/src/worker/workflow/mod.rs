@@ -128,7 +128,8 @@ pub(super) async fn run<T: Transport, S: StateStore>(
         }
         let mut batch = Batch::of(&mut instances, &*store, batch_inputs.drain(..)).await;
         if let Some(limit) = transport.max_message_bytes() {
-            for id in oversized::park_oversized(&mut batch, limit) {
+            let now = instances.clock.now();
+            for id in oversized::park_oversized(&mut batch, limit, now) {
                 instances.cache.evict(&id);
             }
         }
@@ -268,7 +269,8 @@ impl Stepper {
         let inputs = deliveries.into_iter().map(WorkflowInput::Event);
         let mut batch = Batch::of(&mut self.instances, store, inputs).await;
         if let Some(limit) = store.max_message_bytes() {
-            for id in oversized::park_oversized(&mut batch, limit) {
+            let now = self.instances.clock.now();
+            for id in oversized::park_oversized(&mut batch, limit, now) {
                 self.instances.cache.evict(&id);
             }
         }

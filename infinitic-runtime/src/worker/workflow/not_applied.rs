@@ -8,6 +8,7 @@ use crate::worker::backoff;
 use crate::worker::warn_throttled;
 use infinitic_core::message::Message;
 use infinitic_core::{Limits, StepOutcome, Timestamp, WorkflowId};
+use std::time::Duration;
 
 /// Why an event could not be applied now.
 pub(super) enum NotApplied {
@@ -53,8 +54,9 @@ impl NotApplied {
 /// The settlement of a completion that came before its time (stamped `at` later than `now`
 /// by the worker's clock): a timer whose broker reads a clock running ahead of the reference
 /// (or a completion from a host whose clock does). Held until `at`, so no timer fires early by
-/// the reference clock, and at least a growing backoff later, so a broker that keeps
-/// delivering it early is not asked again in a tight loop. `None`: not early.
+/// the reference clock; when delivered early again, also a growing backoff later, so a
+/// broker that keeps delivering it early is not asked again in a tight loop. `None`: not
+/// early.
 pub(super) fn held_early(
     message: Option<&Message>,
     delivery: &Delivery,
@@ -70,9 +72,16 @@ pub(super) fn held_early(
         early_ms = at.saturating_duration_since(now).as_millis() as u64,
         "an event came before its time: held"
     );
+    // The first time, at its own time: a completion stamped by a host whose clock runs a few
+    // milliseconds ahead waits that long, not a hold period. Delivered early again, the
+    // transport reads a clock ahead too: back off, not to ask it again in a tight loop.
+    let wait = match delivery.attempt {
+        0 | 1 => Duration::from_millis(1),
+        attempt => backoff(HOLD_BASE, attempt - 1),
+    };
     Some(Settlement::Retry {
         delivery: delivery.id,
-        at: (*at).max(now + backoff(HOLD_BASE, delivery.attempt)),
+        at: (*at).max(now + wait),
     })
 }
 

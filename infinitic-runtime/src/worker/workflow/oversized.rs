@@ -6,12 +6,13 @@
 use super::Batch;
 use crate::store::{Outgoing, WorkflowState};
 use crate::{protocol, topics};
-use infinitic_core::WorkflowId;
+use infinitic_core::{Timestamp, WorkflowId};
 
 /// Parks the instances of `batch` whose transitions would send a message above `limit` bytes
 /// (payload and key, as the transport counts them); returns them, to be dropped from the
-/// cache (their live state went past what is stored).
-pub(super) fn park_oversized(batch: &mut Batch, limit: usize) -> Vec<WorkflowId> {
+/// cache (their live state went past what is stored). Clients waiting for them are told of
+/// the park, at `now`.
+pub(super) fn park_oversized(batch: &mut Batch, limit: usize, now: Timestamp) -> Vec<WorkflowId> {
     let mut parked = Vec::new();
     for transition in &mut batch.transitions {
         let Some(message) = transition.outbox.iter().find(|m| size(m) > limit) else {
@@ -31,12 +32,9 @@ pub(super) fn park_oversized(batch: &mut Batch, limit: usize) -> Vec<WorkflowId>
             .filter(|m| m.topic.starts_with(topics::CLIENT_PREFIX))
             .map(|m| m.topic.clone())
             .collect();
-        let at = transition.outbox.first().map(|m| m.deliver_at);
         let state = WorkflowState::Parked(reason);
-        transition.outbox = match at {
-            Some(at) => protocol::responses(&clients, &transition.workflow_id, Some(&state), at),
-            None => Vec::new(),
-        };
+        transition.outbox =
+            protocol::responses(&clients, &transition.workflow_id, Some(&state), now);
         transition.state = state;
         parked.push(transition.workflow_id.clone());
     }
